@@ -1,0 +1,119 @@
+"""The job folder and image layout: the one contract shared by host and container.
+
+The host (`bepbuild.jobs`) and the instances (`bepbuild_runtime`) talk only through a job folder
+on a shared filesystem. Every name below is part of that contract; both sides import it from here
+so they never drift. Stdlib only.
+
+Job folder::
+
+    <job>/job.json                       settings, inputs, state (host writes; runtime reads)
+    <job>/queue/pending/<id>.json        a mini-batch waiting: {"id", "items", "attempt"}
+    <job>/queue/running/<worker>/<id>.json   claimed by atomic rename; <worker> = <instance>.<n>
+    <job>/queue/running/<worker>/.heartbeat  touched every HEARTBEAT_SECONDS while the worker lives
+    <job>/queue/done/<id>.json           finished: the mini-batch plus counts and timings
+    <job>/queue/failed/<id>.json         out of tries: the mini-batch plus the last error
+    <job>/results/<id>.csv               rows of one mini-batch (append_row), written atomically
+    <job>/control/cancel, abort          flags: stop claiming (cancel by user, abort on threshold)
+    <job>/logs/...                       Azure-like logs (see LOG_* below)
+    <output dir>/<output_file_name>      merged result; the output dir is AZUREML_BI_OUTPUT_PATH
+"""
+
+from __future__ import annotations
+
+import os
+
+JOB_FILE = "job.json"
+QUEUE_DIR = "queue"
+PENDING_DIR = "queue/pending"
+RUNNING_DIR = "queue/running"
+DONE_DIR = "queue/done"
+FAILED_DIR = "queue/failed"
+RESULTS_DIR = "results"
+CONTROL_DIR = "control"
+CANCEL_FLAG = "control/cancel"
+ABORT_FLAG = "control/abort"
+OUTPUTS_DIR = "outputs"  # default output dir when no --output-path is given
+INPUTS_DIR = "inputs"  # where http(s) inputs are downloaded to
+LOGS_DIR = "logs"
+
+HEARTBEAT_FILE = ".heartbeat"
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_EXPIRY_SECONDS = 30.0
+
+# Mini-batch ids are zero-padded so that a plain sort is the merge order.
+MINI_BATCH_ID_WIDTH = 9
+RESULT_SUFFIX = ".csv"
+
+# Logs, laid out like Azure ML's.
+LOG_PROGRESS_PREFIX = "logs/job_progress_overview."  # + yyyymmddhh + ".txt"
+LOG_RESULT = "logs/job_result.txt"
+LOG_ERROR = "logs/job_error.txt"
+LOG_USER_STDOUT = "logs/user/stdout"  # /<instance>/<worker>.stdout.txt
+LOG_USER_STDERR = "logs/user/stderr"  # /<instance>/<worker>.stderr.txt
+LOG_USER_ERROR = "logs/user/error"  # /<instance>/<worker>.txt (tracebacks)
+LOG_SYS_NODE = "logs/sys/node"  # /<instance>/<worker>.txt (one line per mini-batch)
+LOG_JOB_REPORT_DIR = "logs/sys/job_report"
+LOG_ATTEMPTS_DIR = "logs/sys/job_report/attempts"  # /<worker>.csv, merged at the end
+LOG_PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini-batches.csv"
+PROCESSED_COLUMNS = (
+    "Mini-batch Id",
+    "Picked Count",
+    "Process",
+    "Start Time",
+    "Total",
+    "Succeeded",
+    "Failed",
+    "Elapsed Seconds",
+    "Process Seconds",
+    "Run Method Seconds",
+    "Status",
+    "Error Category",
+    "Error Message",
+    "Mini-batch Detail",
+)
+
+# Attempt statuses (as in Azure's processed_mini-batches.csv).
+STATUS_DONE = "RUN_DONE"
+STATUS_EXCEPTION = "RUN_EXCEPTION"
+STATUS_TIMEOUT = "RUN_TIMEOUT"
+STATUS_INIT_FAILED = "INIT_FAILED"
+STATUS_LOST = "WORKER_LOST"
+
+# Inside an image.
+IMAGE_ROOT = "/opt/bepbuild"
+IMAGE_VENV = "/opt/bepbuild/venv"
+IMAGE_RUNTIME_DIR = "/opt/bepbuild/runtime"  # on PYTHONPATH; holds the bepbuild_runtime package
+IMAGE_MODEL_DIR = "/opt/bepbuild/model"  # AZUREML_MODEL_DIR; the model sits in <model-folder-name>/
+IMAGE_CODE_DIR = "/opt/bepbuild/code"  # scoring code; on PYTHONPATH
+RUNTIME_UID = 10001  # the non-root user scoring containers run as
+RUNTIME_GID = 10001
+
+# Mount points of a scoring container.
+CONTAINER_JOB_DIR = "/mnt/bepbuild/job"
+CONTAINER_INPUT_DIR = "/mnt/bepbuild/inputs"
+CONTAINER_OUTPUT_DIR = "/mnt/bepbuild/outputs"
+
+# Environment variables the runtime reads (set in the image, or by the process backend).
+ENV_MODEL_DIR = "AZUREML_MODEL_DIR"
+ENV_OUTPUT_PATH = "AZUREML_BI_OUTPUT_PATH"
+ENV_CODE_DIR = "BEPBUILD_CODE_DIR"
+ENV_SCORING_SCRIPT = "BEPBUILD_SCORING_SCRIPT"
+ENV_JOB_DIR = "BEPBUILD_JOB_DIR"
+ENV_INPUT_DIR = "BEPBUILD_INPUT_DIR"
+ENV_INSTANCE = "BEPBUILD_INSTANCE"
+ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers for thread counts
+
+
+def mini_batch_id(index: int) -> str:
+    """The id of the index-th mini-batch (0-based): sortable, fixed width."""
+    return str(index).zfill(MINI_BATCH_ID_WIDTH)
+
+
+def worker_name(instance: str, number: int) -> str:
+    """The name of worker `number` of `instance`, also its folder under running/."""
+    return f"{instance}.{number}"
+
+
+def path(job_dir: str | os.PathLike[str], *parts: str) -> str:
+    """Join a job-folder-relative name onto the job folder."""
+    return os.path.join(os.fspath(job_dir), *parts)
