@@ -1,0 +1,79 @@
+"""`bepbuild compute ...`: local resource profiles standing in for AmlCompute clusters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..specs import ComputeSpec, load_compute
+from ..specs.loader import Located, validate
+from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+
+app = new_app("Computes: how many instances a deployment may use and what each instance gets.")
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Compute name.")]
+
+
+@app.command("create")
+@guarded
+def create(
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+    type_: Annotated[str, typer.Option("--type", "-t", help="amlcompute (the only kind).")] = "amlcompute",
+    min_instances: Annotated[int | None, typer.Option("--min-instances")] = None,
+    max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
+    size: Annotated[str | None, typer.Option("--size", help="Accepted and recorded (VM size on Azure).")] = None,
+    cpus: Annotated[float | None, typer.Option("--cpus", help="CPUs per instance (docker --cpus).")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory per instance, e.g. 4g.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per instance.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="compute.yml")] = None,
+    set_: SetOpt = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Create (or replace) a compute profile."""
+    flags = {
+        "type": type_,
+        "min_instances": min_instances,
+        "max_instances": max_instances,
+        "size": size,
+        "cpus": cpus,
+        "memory": memory,
+        "gpus": gpus,
+    }
+    if file is not None:
+        sets = list(set_ or []) + [f"{k}={v}" for k, v in flags.items() if v is not None and k != "type"]
+        spec = load_compute(file, sets=sets, name=name).spec
+    else:
+        data = {"name": name, **{k: v for k, v in flags.items() if v is not None}}
+        from ..specs.overrides import apply
+
+        spec = validate(ComputeSpec, Located(apply(data, list(set_ or [])), {}, "compute create"))
+    s = store()
+    s.put_compute(spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    emit(s.get_compute(spec.name), output, query)
+
+
+@app.command("show")
+@guarded
+def show(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """Show a compute profile."""
+    emit(store().get_compute(name), output, query)
+
+
+@app.command("list")
+@guarded
+def list_(output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """List compute profiles."""
+    emit(store().list_computes(), output, query)
+
+
+@app.command("delete")
+@guarded
+def delete(name: NameOpt, yes: YesOpt = False) -> None:
+    """Delete a compute profile."""
+    store().get_compute(name)
+    confirm(yes, f"Delete compute {name}?")
+    store().delete_compute(name)
+    note(f"deleted compute {name}")

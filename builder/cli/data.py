@@ -1,0 +1,79 @@
+"""`bepbuild data ...`: data assets (local folders/files or http(s) URLs, referenced in place)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import registry
+from ..errors import SpecError
+from ..specs import load_data
+from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+
+app = new_app("Data assets: named, versioned references to input folders or files.")
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Data asset name.")]
+VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="Version.")]
+
+
+@app.command("create")
+@guarded
+def create(
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+    path: Annotated[str | None, typer.Option("--path", "-p", help="Local folder/file or http(s) URL.")] = None,
+    type_: Annotated[str, typer.Option("--type", "-t", help="uri_folder or uri_file.")] = "uri_folder",
+    version: VersionOpt = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="data.yml")] = None,
+    set_: SetOpt = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Register a data asset, usable as --input azureml:NAME@latest."""
+    if file is not None:
+        loaded = load_data(file, sets=set_ or [], name=name)
+        spec = loaded.spec
+        name, type_ = spec.name, spec.type
+        path = str(loaded.paths.get("path", spec.path))
+        version = version or spec.version
+        description = description or spec.description
+    if not name:
+        raise SpecError("required (or give --file)", field="--name")
+    if not path:
+        raise SpecError("required (or give --file)", field="--path")
+    doc = registry.register_data(store(), name=name, path=path, type=type_, version=version, description=description)
+    emit(doc, output, query)
+
+
+@app.command("show")
+@guarded
+def show(
+    name: NameOpt,
+    version: VersionOpt = None,
+    label: Annotated[str | None, typer.Option("--label", "-l")] = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Show one version (default: latest)."""
+    emit(store().get_version("data", name, version, label), output, query)
+
+
+@app.command("list")
+@guarded
+def list_(
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None, output: OutputOpt = "json", query: QueryOpt = None
+) -> None:
+    """List data assets, or every version of one."""
+    emit(store().list_assets("data", name), output, query)
+
+
+@app.command("delete")
+@guarded
+def delete(name: NameOpt, version: VersionOpt = None, yes: YesOpt = False) -> None:
+    """Delete one version, or all versions (the data itself is not touched)."""
+    store().list_assets("data", name)
+    confirm(yes, f"Delete data asset {name}?")
+    gone = store().delete_version("data", name, version)
+    note(f"deleted {len(gone)} version(s) of data asset {name}")

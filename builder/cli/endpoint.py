@@ -1,0 +1,87 @@
+"""`bepbuild batch-endpoint ...` (alias `endpoint`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import endpoints
+from ._common import (
+    NoWaitOpt,
+    OutputOpt,
+    QueryOpt,
+    SetOpt,
+    YesOpt,
+    confirm,
+    emit,
+    guarded,
+    new_app,
+    note,
+    store,
+)
+
+app = new_app("Batch endpoints: a name and a default deployment that invoke routes to.")
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Endpoint name.")]
+
+
+@app.command("create")
+@guarded
+def create(
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="endpoint.yml")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Endpoint name (overrides the file's).")] = None,
+    set_: SetOpt = None,
+    no_wait: NoWaitOpt = False,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Create an endpoint (an existing one of the same name is overwritten, as in az)."""
+    emit(endpoints.create(store(), file, name=name, sets=set_ or []), output, query)
+
+
+@app.command("show")
+@guarded
+def show(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """Show an endpoint."""
+    emit(store().get_endpoint(name), output, query)
+
+
+@app.command("list")
+@guarded
+def list_(output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """List endpoints."""
+    emit(store().list_endpoints(), output, query)
+
+
+@app.command("update")
+@guarded
+def update(
+    name: NameOpt,
+    set_: SetOpt = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="endpoint.yml with new values")] = None,
+    no_wait: NoWaitOpt = False,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Update an endpoint, e.g. --set defaults.deployment_name=NAME."""
+    emit(endpoints.update(store(), name, sets=set_ or [], file=file), output, query)
+
+
+@app.command("delete")
+@guarded
+def delete(name: NameOpt, yes: YesOpt = False, no_wait: NoWaitOpt = False) -> None:
+    """Delete an endpoint and its deployments. Its jobs are kept."""
+    s = store()
+    s.get_endpoint(name)
+    confirm(yes, f"Delete endpoint {name} and all its deployments?")
+    gone = endpoints.delete(s, name)
+    note(f"deleted endpoint {name}" + (f" and {len(gone)} deployment(s)" if gone else ""))
+
+
+@app.command("list-jobs")
+@guarded
+def list_jobs(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """List the jobs of an endpoint, newest first."""
+    emit(store().list_jobs(endpoint=name), output, query)

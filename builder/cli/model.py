@@ -1,0 +1,89 @@
+"""`bepbuild model ...`: registered, versioned models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import registry
+from ..errors import SpecError
+from ..specs import load_model
+from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+
+app = new_app("Models: versioned copies of a model file or folder.")
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Model name.")]
+VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="Version (default: the next number).")]
+LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label, e.g. latest.")]
+
+
+@app.command("create")
+@guarded
+def create(
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Model name.")] = None,
+    path: Annotated[Path | None, typer.Option("--path", "-p", help="Model file or folder.")] = None,
+    type_: Annotated[
+        str, typer.Option("--type", help="custom_model, mlflow_model or triton_model.")
+    ] = "custom_model",
+    version: VersionOpt = None,
+    description: Annotated[str | None, typer.Option("--description", "-d")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="model.yml")] = None,
+    set_: SetOpt = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Register a model: the file or folder is copied into the registry as a new version."""
+    tags: dict[str, str] = {}
+    if file is not None:
+        loaded = load_model(file, sets=set_ or [], name=name)
+        spec = loaded.spec
+        assert spec.name
+        name, src, type_ = spec.name, loaded.paths["path"], spec.type
+        version = version or spec.version
+        description = description or spec.description
+        tags = spec.tags
+    else:
+        if not name:
+            raise SpecError("required (or give --file)", field="--name")
+        if path is None:
+            raise SpecError("required (or give --file)", field="--path")
+        if type_ not in ("custom_model", "mlflow_model", "triton_model"):
+            raise SpecError(f"must be custom_model, mlflow_model or triton_model, got {type_!r}", field="--type")
+        src = path.resolve()
+    doc = registry.register_model(
+        store(), name=name, path=src, type=type_, version=version, description=description, tags=tags
+    )
+    emit(doc, output, query)
+
+
+@app.command("show")
+@guarded
+def show(
+    name: NameOpt, version: VersionOpt = None, label: LabelOpt = None, output: OutputOpt = "json", query: QueryOpt = None
+) -> None:
+    """Show one version (default: --label latest)."""
+    emit(store().get_version("model", name, version, label), output, query)
+
+
+@app.command("list")
+@guarded
+def list_(
+    name: Annotated[str | None, typer.Option("--name", "-n", help="List the versions of this model.")] = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """List models (latest version of each), or every version of one."""
+    emit(store().list_assets("model", name), output, query)
+
+
+@app.command("delete")
+@guarded
+def delete(name: NameOpt, version: VersionOpt = None, yes: YesOpt = False) -> None:
+    """Delete one version of a model, or all of them."""
+    what = f"model {name}" + (f" version {version}" if version else " (all versions)")
+    store().list_assets("model", name)
+    confirm(yes, f"Delete {what}?")
+    gone = store().delete_version("model", name, version)
+    note(f"deleted {len(gone)} version(s) of model {name}")

@@ -1,0 +1,55 @@
+"""Content hashes of files and folder trees (stable across machines: sorted, relative names)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def walk_files(root: Path) -> list[Path]:
+    """Every regular file under `root` (or `root` itself), sorted by relative POSIX name.
+
+    Symlinks and special files are refused: an image must not depend on what a link points to.
+    """
+    if root.is_symlink():
+        raise ValueError(f"{root} is a symbolic link")
+    if root.is_file():
+        return [root]
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if n != "__pycache__"]
+        for n in dirnames:
+            if (d / n).is_symlink():
+                raise ValueError(f"{d / n} is a symbolic link")
+        for n in filenames:
+            p = d / n
+            if p.is_symlink():
+                raise ValueError(f"{p} is a symbolic link")
+            if not p.is_file():
+                raise ValueError(f"{p} is not a regular file")
+            if n.endswith(".pyc"):
+                continue
+            out.append(p)
+    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+
+
+def tree_sha256(root: Path) -> str:
+    """Hash of names, executable bits and contents of every file under `root`."""
+    h = hashlib.sha256()
+    for p in walk_files(root):
+        rel = p.name if p == root else p.relative_to(root).as_posix()
+        mode = "x" if os.access(p, os.X_OK) else "-"
+        h.update(f"{rel}\0{mode}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,175 @@
+"""Batch deployment YAML: `type: model` with `settings:`, and the legacy flat layout."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+
+from .assets import EnvironmentSpec
+from .common import Spec, StrDict, Version, check_asset_name, check_endpoint_name
+
+# Keys that the legacy layout (no `type`) keeps at the top level and `type: model` puts in settings.
+FLAT_SETTINGS = (
+    "max_concurrency_per_instance",
+    "mini_batch_size",
+    "output_action",
+    "output_file_name",
+    "retry_settings",
+    "error_threshold",
+    "logging_level",
+    "environment_variables",
+)
+
+DEFAULT_OUTPUT_FILE = "predictions.csv"
+
+
+class SpecWarning(UserWarning):
+    """A spec is accepted, but something in it deserves the user's attention."""
+
+
+class InlineModel(Spec):
+    name: str | None = None
+    version: Version | None = None
+    description: str | None = None
+    tags: StrDict = Field(default_factory=dict)
+    path: str
+    type: Literal["custom_model", "mlflow_model", "triton_model"] = "custom_model"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else check_asset_name(v)
+
+
+class CodeConfiguration(Spec):
+    code: str
+    scoring_script: str
+
+
+class RetrySettings(Spec):
+    max_retries: NonNegativeInt = 3
+    timeout: PositiveInt = 30
+
+
+class Resources(Spec):
+    instance_count: PositiveInt = 1
+    instance_type: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    shm_size: str | None = None
+    docker_args: str | None = None
+
+
+class Settings(Spec):
+    max_concurrency_per_instance: PositiveInt = 1
+    mini_batch_size: PositiveInt = 10
+    output_action: Literal["append_row", "summary_only"] = "append_row"
+    output_file_name: str | None = None
+    retry_settings: RetrySettings = Field(default_factory=RetrySettings)
+    error_threshold: int = Field(default=-1, ge=-1)
+    logging_level: Literal["warning", "info", "debug"] = "info"
+    environment_variables: StrDict = Field(default_factory=dict)
+    instance_count: PositiveInt | None = None  # SDK only: copied into resources.instance_count
+
+    @field_validator("logging_level", "output_action", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        # REST spells these AppendRow/SummaryOnly and INFO; YAML uses snake_case.
+        if isinstance(v, str):
+            return {"appendrow": "append_row", "summaryonly": "summary_only"}.get(v.lower(), v.lower())
+        return v
+
+    @field_validator("output_file_name")
+    @classmethod
+    def _file_name(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError(f"must be a plain file name, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _output(self) -> Settings:
+        if self.output_action == "summary_only":
+            if self.output_file_name is not None:
+                raise ValueError(
+                    "When output_action is set to summary_only, the output_file_name need not to be specified."
+                )
+        elif self.output_file_name is None:
+            self.output_file_name = DEFAULT_OUTPUT_FILE
+        return self
+
+
+class BatchDeployment(Spec):
+    schema_: str | None = Field(default=None, alias="$schema")
+    name: str
+    endpoint_name: str
+    description: str | None = None
+    tags: StrDict = Field(default_factory=dict)
+    properties: StrDict = Field(default_factory=dict)
+    type: Literal["model"] = "model"
+    model: str | InlineModel | None = None
+    code_configuration: CodeConfiguration | None = None
+    environment: str | EnvironmentSpec | None = None
+    compute: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    settings: Settings = Field(default_factory=Settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("type") == "pipeline":
+            raise ValueError("pipeline deployments (type: pipeline) are not supported; use type: model")
+        flat = [k for k in FLAT_SETTINGS if k in data]
+        if flat and data.get("type") is not None:
+            raise ValueError(
+                f"{flat[0]} belongs under settings: when type is given (the flat layout is the legacy one)"
+            )
+        if flat:
+            settings = dict(data.get("settings") or {}) if isinstance(data.get("settings"), dict) else {}
+            if settings:
+                warnings.warn(
+                    "the file mixes the legacy flat layout and settings:; settings: wins where both are given",
+                    SpecWarning,
+                    stacklevel=2,
+                )
+            for key in flat:
+                settings.setdefault(key, data.pop(key))
+            data["settings"] = settings
+        if "instance_count" in data:
+            if "resources" in data:
+                raise ValueError("Can't set instance_count when resources is provided.")
+            data["resources"] = {"instance_count": data.pop("instance_count")}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_endpoint_name(v, "deployment")
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        # The SDK lowercases endpoint_name in deployments.
+        return check_endpoint_name(v.lower())
+
+    @field_validator("compute")
+    @classmethod
+    def _compute(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name = v[len("azureml:"):] if v.startswith("azureml:") else v
+        return check_asset_name(name)
+
+    @model_validator(mode="after")
+    def _settings_instance_count(self) -> BatchDeployment:
+        if self.settings.instance_count is not None:
+            if "instance_count" in self.resources.model_fields_set:
+                raise ValueError("Can't set settings.instance_count when resources.instance_count is given.")
+            self.resources.instance_count = self.settings.instance_count
+            self.settings.instance_count = None
+        return self

@@ -1,0 +1,169 @@
+"""YAML loading with file:line error messages, and pydantic errors turned into one line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import SpecError
+
+
+class Located:
+    """A parsed YAML document plus the line of every key path in it."""
+
+    def __init__(self, data: Any, lines: dict[tuple[str, ...], int], source: str):
+        self.data = data
+        self.lines = lines
+        self.source = source
+
+    def where(self, loc: Sequence[Any]) -> str:
+        """`file:line` of the deepest known key along `loc`, or just `file`."""
+        key = tuple(str(p) for p in loc)
+        while key:
+            if key in self.lines:
+                return f"{self.source}:{self.lines[key]}"
+            key = key[:-1]
+        return self.source
+
+
+def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = prefix + (str(k.value),)
+            out[path] = k.start_mark.line + 1
+            _index_lines(v, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            path = prefix + (str(i),)
+            out[path] = v.start_mark.line + 1
+            _index_lines(v, path, out)
+
+
+def display_name(path: Path) -> str:
+    """The name used for a file in messages: relative to the working dir when below it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def load_yaml(path: str | os.PathLike[str], *, what: str = "file") -> Located:
+    """Read a YAML mapping; any problem is one SpecError naming the file (and line when known)."""
+    p = Path(path)
+    source = display_name(p)
+    if not p.exists():
+        raise SpecError(f"{what} not found", source=source)
+    if p.is_dir():
+        raise SpecError(f"{what} is a folder, expected a YAML file", source=source)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not a text file (invalid UTF-8 at byte {e.start})", source=source) from e
+    except OSError as e:
+        raise SpecError(f"cannot read: {e.strerror}", source=source) from e
+    return parse_yaml(text, source)
+
+
+def parse_yaml(text: str, source: str) -> Located:
+    """Parse YAML text that must hold one mapping."""
+    if "\x00" in text:
+        raise SpecError("not a text file (contains NUL bytes)", source=source)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise SpecError(f"invalid YAML: {e.problem}", source=where) from e
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid YAML: {e}", source=source) from e
+    if data is None:
+        raise SpecError("file is empty", source=source)
+    if not isinstance(data, dict):
+        raise SpecError(f"must be a YAML mapping, got {_kind(data)}", source=source)
+    lines: dict[tuple[str, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    return Located(data, lines, source)
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    given = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be an integer, got {given!r}"
+    if kind in ("greater_than_equal", "greater_than"):
+        limit = ctx.get("ge", ctx.get("gt"))
+        if kind == "greater_than" or limit == 1:
+            return f"must be a positive integer, got {given!r}" if limit in (0, 1) else (
+                f"must be greater than {limit}, got {given!r}")
+        return f"must be >= {limit}, got {given!r}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx.get('le')}, got {given!r}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {given!r}"
+    if kind in ("string_type",):
+        return f"must be a string, got {_kind(given)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping, got {_kind(given)}"
+    if kind == "list_type":
+        return f"must be a list, got {_kind(given)}"
+    if kind == "bool_parsing" or kind == "bool_type":
+        return f"must be true or false, got {given!r}"
+    if kind == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+        return msg
+    msg = err.get("msg", kind)
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _field(loc: Sequence[Any]) -> str:
+    # pydantic adds union-branch names (e.g. 'str', 'InlineModel') into loc; drop them.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in _UNION_TAGS))]
+    return ".".join(parts)
+
+
+_UNION_TAGS = {"str", "int", "dict[str,str]", "function-after[_coerce(), dict[str,str]]"}
+
+
+def validate(model: type[BaseModel], doc: Located, *, context: dict[str, Any] | None = None) -> Any:
+    """Validate a located document against a pydantic model; the first problem becomes one line."""
+    try:
+        return model.model_validate(doc.data, context=context)
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+        # Prefer the most specific error: unions report one error per branch.
+        err = _best(errors)
+        loc = [p for p in err["loc"]]
+        field = _field(loc) or None
+        raise SpecError(_message(err), source=doc.where(_clean_loc(loc)), field=field) from e
+
+
+def _clean_loc(loc: list[Any]) -> list[Any]:
+    return [p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in _UNION_TAGS))]
+
+
+def _best(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    # Union branches: a "must be a string" from the str branch is less useful than the mapping
+    # branch's specific complaint, so pick the deepest location, preferring non-type errors.
+    def score(err: dict[str, Any]) -> tuple[int, int]:
+        generic = err["type"] in ("string_type", "dict_type", "model_type", "model_attributes_type")
+        return (0 if generic else 1, len(_clean_loc(list(err["loc"]))))
+
+    return max(errors, key=score)

@@ -1,0 +1,329 @@
+"""The local registry: one SQLite file under BEPBUILD_HOME.
+
+Endpoints, deployments, versioned assets (models, environments, data), computes and jobs.
+Records are JSON documents plus the few columns queries need. WAL and a busy timeout make two
+bepbuild processes at once safe; writes that read-then-write (new versions) take the write lock
+first (BEGIN IMMEDIATE) so two processes never hand out the same version.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import ConflictError, NotFoundError
+
+VERSIONED = ("model", "environment", "data")
+
+# Each entry upgrades the schema by one version; never edit an entry once released.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE endpoints (
+        name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    CREATE TABLE deployments (
+        endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
+        name TEXT NOT NULL, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+        PRIMARY KEY (endpoint, name));
+    CREATE TABLE assets (
+        kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
+        created REAL NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (kind, name, version));
+    CREATE TABLE computes (
+        name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY, endpoint TEXT, deployment TEXT, status TEXT NOT NULL,
+        doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    CREATE INDEX jobs_endpoint ON jobs(endpoint, created);
+    """,
+]
+
+
+class Store:
+    """A connection to the registry database; create it with `Store.open()`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> Store:
+        path = path or config.db_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding the write lock from its start."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        with self.tx() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = c.execute("SELECT version FROM schema_version").fetchone()
+            current = int(row[0]) if row else 0
+            if current > len(MIGRATIONS):
+                raise ConflictError(
+                    f"the registry at {self.path} was written by a newer bepbuild (schema {current})"
+                )
+            for script in MIGRATIONS[current:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            if row is None:
+                c.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
+            else:
+                c.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def put_endpoint(self, name: str, doc: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO endpoints VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
+                (name, _dump(doc), now, now),
+            )
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"batch endpoint {name!r} not found")
+        return _record(row)
+
+    def has_endpoint(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM endpoints WHERE name = ?", (name,)).fetchone() is not None
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return [_record(r) for r in self.conn.execute("SELECT * FROM endpoints ORDER BY name")]
+
+    def delete_endpoint(self, name: str) -> list[dict[str, Any]]:
+        """Delete the endpoint and its deployments (jobs stay); return the deleted deployments."""
+        with self.tx() as c:
+            if c.execute("SELECT 1 FROM endpoints WHERE name = ?", (name,)).fetchone() is None:
+                raise NotFoundError(f"batch endpoint {name!r} not found")
+            gone = [_record(r) for r in c.execute("SELECT * FROM deployments WHERE endpoint = ?", (name,))]
+            c.execute("DELETE FROM deployments WHERE endpoint = ?", (name,))
+            c.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+        return gone
+
+    # -- deployments ---------------------------------------------------------------------------
+    def put_deployment(self, endpoint: str, name: str, doc: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            if c.execute("SELECT 1 FROM endpoints WHERE name = ?", (endpoint,)).fetchone() is None:
+                raise NotFoundError(f"batch endpoint {endpoint!r} not found")
+            c.execute(
+                "INSERT INTO deployments VALUES (?, ?, ?, ?, ?) ON CONFLICT(endpoint, name) "
+                "DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
+                (endpoint, name, _dump(doc), now, now),
+            )
+
+    def get_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        row = self.conn.execute(
+            "SELECT * FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name)
+        ).fetchone()
+        if row is None:
+            self.get_endpoint(endpoint)
+            raise NotFoundError(f"Deployment name {name} not found for endpoint {endpoint!r}")
+        return _record(row)
+
+    def list_deployments(self, endpoint: str) -> list[dict[str, Any]]:
+        self.get_endpoint(endpoint)
+        rows = self.conn.execute("SELECT * FROM deployments WHERE endpoint = ? ORDER BY name", (endpoint,))
+        return [_record(r) for r in rows]
+
+    def delete_deployment(self, endpoint: str, name: str) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT * FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"Deployment name {name} not found for endpoint {endpoint!r}")
+            c.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
+        return _record(row)
+
+    # -- versioned assets ----------------------------------------------------------------------
+    def add_version(self, kind: str, name: str, version: str | None, doc: dict[str, Any]) -> str:
+        """Register a new version; `None` picks the next integer. Returns the version."""
+        assert kind in VERSIONED
+        now = time.time()
+        with self.tx() as c:
+            rows = c.execute("SELECT version, seq FROM assets WHERE kind = ? AND name = ?", (kind, name)).fetchall()
+            seq = max((r["seq"] for r in rows), default=0) + 1
+            if version is None:
+                numeric = [int(r["version"]) for r in rows if r["version"].isdigit()]
+                version = str(max(numeric, default=0) + 1)
+            elif any(r["version"] == version for r in rows):
+                raise ConflictError(f"{kind} {name} version {version} already exists")
+            doc = {**doc, "name": name, "version": version}
+            c.execute("INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?)", (kind, name, version, _dump(doc), now, seq))
+        return version
+
+    def get_version(self, kind: str, name: str, version: str | None = None, label: str | None = None) -> dict[str, Any]:
+        """One version, or the one a label names (`latest` = the last one registered)."""
+        if version is not None:
+            row = self.conn.execute(
+                "SELECT * FROM assets WHERE kind = ? AND name = ? AND version = ?", (kind, name, version)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"{kind} {name} version {version} not found")
+            return _record(row)
+        label = label or "latest"
+        if label != "latest":
+            raise NotFoundError(f"{kind} {name}: unknown label {label!r} (only 'latest' is defined)")
+        row = self.conn.execute(
+            "SELECT * FROM assets WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT 1", (kind, name)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"{kind} {name!r} not found")
+        return _record(row)
+
+    def update_asset_path(self, kind: str, name: str, version: str, path: str) -> dict[str, Any]:
+        """Record where a registered asset's files were copied to."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT doc FROM assets WHERE kind = ? AND name = ? AND version = ?", (kind, name, version)
+            ).fetchone()
+            doc = {**json.loads(row["doc"]), "path": path}
+            c.execute(
+                "UPDATE assets SET doc = ? WHERE kind = ? AND name = ? AND version = ?",
+                (_dump(doc), kind, name, version),
+            )
+        return self.get_version(kind, name, version)
+
+    def list_assets(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        """Every version of one asset, or the latest version of each asset of a kind."""
+        if name is not None:
+            rows = self.conn.execute(
+                "SELECT * FROM assets WHERE kind = ? AND name = ? ORDER BY seq", (kind, name)
+            ).fetchall()
+            if not rows:
+                raise NotFoundError(f"{kind} {name!r} not found")
+        else:
+            rows = self.conn.execute(
+                "SELECT a.* FROM assets a JOIN (SELECT name, MAX(seq) AS s FROM assets WHERE kind = ? "
+                "GROUP BY name) l ON a.name = l.name AND a.seq = l.s WHERE a.kind = ? ORDER BY a.name",
+                (kind, kind),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def delete_version(self, kind: str, name: str, version: str | None = None) -> list[dict[str, Any]]:
+        """Delete one version, or every version when `version` is None; returns what was deleted."""
+        with self.tx() as c:
+            if version is None:
+                rows = c.execute("SELECT * FROM assets WHERE kind = ? AND name = ?", (kind, name)).fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT * FROM assets WHERE kind = ? AND name = ? AND version = ?", (kind, name, version)
+                ).fetchall()
+            if not rows:
+                what = f"{kind} {name}" + (f" version {version}" if version else "")
+                raise NotFoundError(f"{what} not found")
+            for r in rows:
+                c.execute(
+                    "DELETE FROM assets WHERE kind = ? AND name = ? AND version = ?", (kind, name, r["version"])
+                )
+        return [_record(r) for r in rows]
+
+    # -- computes ------------------------------------------------------------------------------
+    def put_compute(self, name: str, doc: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO computes VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
+                (name, _dump(doc), now, now),
+            )
+
+    def get_compute(self, name: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM computes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"compute {name!r} not found")
+        return _record(row)
+
+    def list_computes(self) -> list[dict[str, Any]]:
+        return [_record(r) for r in self.conn.execute("SELECT * FROM computes ORDER BY name")]
+
+    def delete_compute(self, name: str) -> None:
+        with self.tx() as c:
+            if c.execute("DELETE FROM computes WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFoundError(f"compute {name!r} not found")
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def add_job(self, name: str, doc: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            if c.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone():
+                raise ConflictError(f"job {name!r} already exists")
+            c.execute(
+                "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, doc.get("endpoint"), doc.get("deployment"), doc.get("status", "Queued"), _dump(doc), now, now),
+            )
+
+    def update_job(self, name: str, **changes: Any) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"job {name!r} not found")
+            doc = {**json.loads(row["doc"]), **changes}
+            c.execute(
+                "UPDATE jobs SET doc = ?, status = ?, updated = ? WHERE name = ?",
+                (_dump(doc), doc.get("status", row["status"]), time.time(), name),
+            )
+        return doc
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"job {name!r} not found")
+        return _record(row)
+
+    def list_jobs(self, endpoint: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM jobs" + (" WHERE endpoint = ?" if endpoint else "") + " ORDER BY created DESC"
+        args: tuple[Any, ...] = (endpoint,) if endpoint else ()
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(r) for r in self.conn.execute(sql, args)]
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)
+
+
+def _record(row: sqlite3.Row) -> dict[str, Any]:
+    doc = json.loads(row["doc"])
+    keys = row.keys()
+    doc.setdefault("created_at", _iso(row["created"]))
+    if "updated" in keys:
+        doc["updated_at"] = _iso(row["updated"])
+    return doc
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
