@@ -1,0 +1,41 @@
+# Every target does its own set-up: a fresh clone needs only python3 (and root on Debian for the engine).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: venv engine test test-unit test-docker lint demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# A Docker engine and the local base image (idempotent). Outside CI a missing engine is reported,
+# and the docker tests then say so loudly; under CI=true it is an error.
+engine:
+	@bash scripts/engine.sh || { [ "$$CI" != true ] && echo "warning: no Docker engine: docker tests will fail or be skipped"; }
+
+test: venv engine
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-docker: venv engine
+	$(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check builder runtime tests bench examples
+
+demo: venv engine
+	bash scripts/demo.sh
+
+bench: venv engine
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
