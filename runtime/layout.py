@@ -7,6 +7,7 @@ so they never drift. Stdlib only.
 Job folder::
 
     <job>/job.json                       settings, inputs, state (host writes; runtime reads)
+    <job>/queue/count                    how many mini-batches write_queue wrote (decimal)
     <job>/queue/pending/<id>.json        a mini-batch waiting: {"id", "items", "attempt"}
     <job>/queue/running/<worker>/<id>.json   claimed by atomic rename; <worker> = <instance>.<n>
     <job>/queue/running/<worker>/.heartbeat  touched every HEARTBEAT_SECONDS while the worker lives
@@ -36,6 +37,10 @@ OUTPUTS_DIR = "outputs"  # default output dir when no --output-path is given
 INPUTS_DIR = "inputs"  # where http(s) inputs are downloaded to
 LOGS_DIR = "logs"
 
+QUEUE_COUNT_FILE = "queue/count"  # number of mini-batches written by write_queue (decimal text)
+QUEUE_STAGING_DIR = "queue/.pending-staging"  # write_queue builds the queue here, then renames it
+TMP_PREFIX = ".tmp."  # temp files live in the writer's running/<worker>/ folder, never in queue dirs
+
 HEARTBEAT_FILE = ".heartbeat"
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_EXPIRY_SECONDS = 30.0
@@ -52,6 +57,7 @@ LOG_USER_STDOUT = "logs/user/stdout"  # /<instance>/<worker>.stdout.txt
 LOG_USER_STDERR = "logs/user/stderr"  # /<instance>/<worker>.stderr.txt
 LOG_USER_ERROR = "logs/user/error"  # /<instance>/<worker>.txt (tracebacks)
 LOG_SYS_NODE = "logs/sys/node"  # /<instance>/<worker>.txt (one line per mini-batch)
+LOG_SYS_NODE_MAIN = "_main.txt"  # /<instance>/_main.txt: the supervisor's own lines (worker exits, stop)
 LOG_JOB_REPORT_DIR = "logs/sys/job_report"
 LOG_ATTEMPTS_DIR = "logs/sys/job_report/attempts"  # /<worker>.csv, merged at the end
 LOG_PROCESSED_MINI_BATCHES = "logs/sys/job_report/processed_mini-batches.csv"
@@ -78,6 +84,15 @@ STATUS_EXCEPTION = "RUN_EXCEPTION"
 STATUS_TIMEOUT = "RUN_TIMEOUT"
 STATUS_INIT_FAILED = "INIT_FAILED"
 STATUS_LOST = "WORKER_LOST"
+STATUS_INIT_TIMEOUT = "INIT_TIMEOUT"
+
+# Exit codes of `python -m bepbuild_runtime` (the supervisor) and of its worker processes.
+EXIT_OK = 0  # the queue is drained
+EXIT_FAILURE = 1  # unexpected error in the runtime itself
+EXIT_USAGE = 2  # bad arguments or settings, missing job folder or scoring script
+EXIT_TIMEOUT = 71  # worker: killed because run() exceeded the timeout (Azure's code)
+EXIT_INIT_FAILED = 72  # worker: init() failed; supervisor: init() failed max_retries times in a row
+EXIT_STOPPED = 82  # supervisor: stopped early by control/cancel, control/abort or SIGTERM/SIGINT
 
 # Inside an image.
 IMAGE_ROOT = "/opt/bepbuild"
@@ -102,6 +117,8 @@ ENV_JOB_DIR = "BEPBUILD_JOB_DIR"
 ENV_INPUT_DIR = "BEPBUILD_INPUT_DIR"
 ENV_INSTANCE = "BEPBUILD_INSTANCE"
 ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers for thread counts
+ENV_GPUS = "BEPBUILD_GPUS"  # comma-separated GPU ids of the instance; given round-robin to workers
+ENV_WORKER = "BEPBUILD_WORKER"  # set by the runtime in each worker: its name (<instance>.<n>)
 
 
 def mini_batch_id(index: int) -> str:
@@ -112,6 +129,11 @@ def mini_batch_id(index: int) -> str:
 def worker_name(instance: str, number: int) -> str:
     """The name of worker `number` of `instance`, also its folder under running/."""
     return f"{instance}.{number}"
+
+
+def instance_of(worker: str) -> str:
+    """The instance part of a worker name (the inverse of `worker_name`)."""
+    return worker.rpartition(".")[0] or worker
 
 
 def path(job_dir: str | os.PathLike[str], *parts: str) -> str:

@@ -1,0 +1,64 @@
+"""Small file helpers shared by the queue and progress modules (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from . import layout
+
+JSON = ".json"
+dumps = json.JSONEncoder(separators=(",", ":")).encode  # ASCII-escaped: odd file names survive
+
+
+def is_claim(name: str) -> bool:
+    """A mini-batch file name (not a temp file, heartbeat or staging folder)."""
+    return name.endswith(JSON) and not name.startswith(".")
+
+
+def worker_dir(job_dir: str | os.PathLike[str], worker: str) -> str:
+    """`queue/running/<worker>`: the worker's claims, heartbeat and temp files."""
+    return layout.path(job_dir, layout.RUNNING_DIR, worker)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomic(path: str, data: bytes, tmp_dir: str) -> None:
+    """Write `path` so readers see the old file or the whole new one (tmp in `tmp_dir`, rename)."""
+    tmp = os.path.join(tmp_dir, layout.TMP_PREFIX + os.path.basename(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def unlink_quiet(path: str) -> None:
+    """Unlink `path`; a missing file is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def listdir(folder: str) -> list[str]:
+    """os.listdir, empty for a missing folder."""
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def total_count(job_dir: str | os.PathLike[str]) -> int | None:
+    """The number of mini-batches write_queue wrote, or None when unknown."""
+    try:
+        with open(layout.path(job_dir, layout.QUEUE_COUNT_FILE), encoding="ascii") as f:
+            return int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,165 @@
+"""Reading the queue's state: drain checks, progress counts, and the final merge of results.
+
+The host polls these while instances work; the supervisor uses the drain checks to know when to
+stop. All are read-only on the queue except merge_results, which writes only the output file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import layout
+from ._fs import JSON, is_claim, listdir, total_count, unlink_quiet
+
+
+def _any_entry(folder: str, pred: Any = is_claim) -> bool:
+    # scandir stops after the first hit: cheap even with 100k pending files.
+    try:
+        with os.scandir(folder) as it:
+            return any(pred(e.name) for e in it)
+    except FileNotFoundError:
+        return False
+
+
+def _any_claim(job: str) -> bool:
+    running = layout.path(job, layout.RUNNING_DIR)
+    try:
+        workers = os.listdir(running)
+    except FileNotFoundError:
+        return False
+    return any(_any_entry(os.path.join(running, w)) for w in workers)
+
+
+def looks_empty(job_dir: str | os.PathLike[str]) -> bool:
+    """Nothing pending and nothing claimed (claims checked before and after pending: a batch
+    moving running -> pending -> running between two listings would otherwise be missed)."""
+    job = os.fspath(job_dir)
+    return (not _any_claim(job) and not _any_entry(layout.path(job, layout.PENDING_DIR))
+            and not _any_claim(job))
+
+
+def is_drained(job_dir: str | os.PathLike[str]) -> bool:
+    """Every mini-batch is done or failed: looks_empty, and when queue/count is known, the done
+    and failed files account for all of them."""
+    job = os.fspath(job_dir)
+    if not looks_empty(job):
+        return False
+    total = total_count(job)
+    if total is None:
+        return True
+    finished = {n for n in listdir(layout.path(job, layout.DONE_DIR)) if is_claim(n)}
+    finished.update(n for n in listdir(layout.path(job, layout.FAILED_DIR)) if is_claim(n))
+    return len(finished) >= total
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """A snapshot of the queue: mini-batches per state and items over done + failed."""
+
+    total: int | None
+    pending: int
+    running: int
+    done: int
+    failed: int
+    items_succeeded: int
+    items_failed: int
+
+    @property
+    def items_processed(self) -> int:
+        """Items of finished (done or failed) mini-batches."""
+        return self.items_succeeded + self.items_failed
+
+
+class ProgressReader:
+    """Incremental counts for a poller: each done/failed record is read once, then remembered."""
+
+    def __init__(self, job_dir: str | os.PathLike[str]) -> None:
+        self.job_dir = os.fspath(job_dir)
+        # per folder: names already read, and running sums of their succeeded / failed items
+        self._seen: dict[str, set[str]] = {layout.DONE_DIR: set(), layout.FAILED_DIR: set()}
+        self._sums: dict[str, list[int]] = {layout.DONE_DIR: [0, 0], layout.FAILED_DIR: [0, 0]}
+        self._total: int | None = None
+
+    def _scan(self, sub: str) -> tuple[int, int, int]:
+        seen, sums = self._seen[sub], self._sums[sub]
+        folder = layout.path(self.job_dir, sub)
+        for name in listdir(folder):
+            if name in seen or not is_claim(name):
+                continue
+            try:
+                with open(os.path.join(folder, name), "rb") as f:
+                    rec = json.loads(f.read())
+            except (FileNotFoundError, ValueError):
+                continue  # read it next time
+            seen.add(name)
+            sums[0] += int(rec.get("succeeded", 0))
+            sums[1] += int(rec.get("failed", 0))
+        return len(seen), sums[0], sums[1]
+
+    def read(self) -> QueueCounts:
+        """The current counts (reads only the records that appeared since the last call)."""
+        if self._total is None:
+            self._total = total_count(self.job_dir)
+        pending = sum(1 for n in listdir(layout.path(self.job_dir, layout.PENDING_DIR)) if is_claim(n))
+        running_dir = layout.path(self.job_dir, layout.RUNNING_DIR)
+        running = sum(1 for w in listdir(running_dir)
+                      for n in listdir(os.path.join(running_dir, w)) if is_claim(n))
+        done, ok_done, bad_done = self._scan(layout.DONE_DIR)
+        failed, _, bad_failed = self._scan(layout.FAILED_DIR)
+        return QueueCounts(self._total, pending, running, done, failed, ok_done, bad_done + bad_failed)
+
+
+def counts(job_dir: str | os.PathLike[str]) -> QueueCounts:
+    """A one-off snapshot; pollers should keep a ProgressReader instead (it reads only news)."""
+    return ProgressReader(job_dir).read()
+
+
+def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLike[str]) -> int:
+    """Concatenate results/<id>.csv in id order into `output_file`; return the files merged.
+
+    Only ids with a done record are merged. Streams through a temp file next to the output and
+    publishes it without overwriting: FileExistsError if the output exists (before or after).
+    """
+    job = os.fspath(job_dir)
+    out = os.path.abspath(os.fspath(output_file))
+    if os.path.lexists(out):
+        raise FileExistsError(f"output file exists, refusing to overwrite: {out}")
+    done = {n[: -len(JSON)] for n in listdir(layout.path(job, layout.DONE_DIR)) if is_claim(n)}
+    suffix = layout.RESULT_SUFFIX
+    names = sorted(n for n in listdir(layout.path(job, layout.RESULTS_DIR))
+                   if n.endswith(suffix) and not n.startswith(".") and n[: -len(suffix)] in done)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.merging-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as dst:
+            for name in names:
+                _copy_lines(layout.path(job, layout.RESULTS_DIR, name), dst)
+        _publish(tmp, out)
+    finally:
+        unlink_quiet(tmp)
+    return len(names)
+
+
+def _copy_lines(src_path: str, dst: Any) -> None:
+    last = b"\n"
+    with open(src_path, "rb") as src:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+            last = chunk[-1:]
+    if last != b"\n":
+        dst.write(b"\n")  # a file without a final newline must not glue onto the next one
+
+
+def _publish(tmp: str, out: str) -> None:
+    try:
+        os.link(tmp, out)  # atomic and never overwrites
+    except FileExistsError:
+        raise FileExistsError(f"output file exists, refusing to overwrite: {out}") from None
+    except OSError:
+        # Filesystems without hard links: check, then rename (a tiny race, documented).
+        if os.path.lexists(out):
+            raise FileExistsError(f"output file exists, refusing to overwrite: {out}") from None
+        os.replace(tmp, out)

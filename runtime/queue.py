@@ -1,0 +1,312 @@
+"""The mini-batch queue over the job folder: one protocol for the host and the instances.
+
+A mini-batch is a small JSON file, `{"id", "items", "attempt"}`; `attempt` counts its failed
+tries so far. It lives in exactly one place, and every move is one rename on one filesystem::
+
+    pending/<id>.json --claim--> running/<worker>/<id>.json --complete--> done/<id>.json
+                                   |--fail_attempt, tries left----> pending/<id>.json (attempt+1)
+                                   '--fail_attempt, out of tries--> failed/<id>.json
+
+Crash safety, step by step (no fsync: rename gives atomic visibility, which is what readers need):
+- complete(): results/<id>.csv (tmp + rename), then done/<id>.json (tmp + rename), then the
+  claim is unlinked. A crash before done/ leaves the claim, so the batch is retried and its
+  result file is replaced (or removed when the retry has no rows); a crash after done/ leaves a
+  claim that requeue drops because done/<id>.json exists. Rows are never lost nor duplicated:
+  one result file per id, and only ids with a done file are merged.
+- fail_attempt(): the new pending file is written before the claim is unlinked, so a crash in
+  between can only run the batch once more, never lose it.
+- Temp files are written in the writer's own running/<worker>/ folder (names start with "."),
+  so pending/, done/ and results/ only ever hold complete files, and requeue_worker's rmtree
+  sweeps the leftovers of a dead worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import layout
+from ._fs import JSON, dumps, is_claim, total_count, unlink_quiet, worker_dir, write_atomic
+from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
+from .reports import SYSTEM_ERROR, WorkerLogs
+
+# The host imports the whole protocol from this module; the read side lives in progress.py.
+__all__ = [
+    "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
+    "ensure_dirs", "fail_attempt", "is_drained", "looks_empty", "merge_results", "requeue_worker",
+    "stale_workers", "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
+]
+
+MiniBatch = dict[str, Any]
+
+
+def ensure_dirs(job_dir: str | os.PathLike[str]) -> None:
+    """Create the queue, results, control and log folders of a job (idempotent)."""
+    for name in (layout.PENDING_DIR, layout.RUNNING_DIR, layout.DONE_DIR, layout.FAILED_DIR,
+                 layout.RESULTS_DIR, layout.CONTROL_DIR, layout.LOGS_DIR):
+        os.makedirs(layout.path(job_dir, name), exist_ok=True)
+
+
+def write_queue(job_dir: str | os.PathLike[str], items: Iterable[str], mini_batch_size: int) -> int:
+    """Cut `items` (paths relative to the input dir) into mini-batches; return how many.
+
+    Streams: only one mini-batch is in memory. The files are written into a staging folder which
+    is then renamed over the empty pending/ folder, so instances see the whole queue or none of
+    it, and each file costs one plain write (no per-file rename). Raises FileExistsError when
+    pending/ already holds mini-batches. `queue/count` records the number for drain checks.
+    """
+    if mini_batch_size < 1:
+        raise ValueError("mini_batch_size must be at least 1")
+    ensure_dirs(job_dir)
+    pending = layout.path(job_dir, layout.PENDING_DIR)
+    if os.listdir(pending):
+        raise FileExistsError(f"the queue of {os.fspath(job_dir)} is already written")
+    staging = layout.path(job_dir, layout.QUEUE_STAGING_DIR)
+    shutil.rmtree(staging, ignore_errors=True)  # a crashed earlier attempt
+    os.mkdir(staging)
+    count = 0
+    batch: list[str] = []
+
+    def flush() -> None:
+        nonlocal count, batch
+        bid = layout.mini_batch_id(count)
+        with open(os.path.join(staging, bid + JSON), "wb") as f:
+            f.write(dumps({"id": bid, "items": batch, "attempt": 0}).encode("ascii"))
+        count += 1
+        batch = []
+
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"queue items must be str paths, not {type(item).__name__}")
+        batch.append(item)
+        if len(batch) == mini_batch_size:
+            flush()
+    if batch:
+        flush()
+    queue_dir = layout.path(job_dir, layout.QUEUE_DIR)
+    write_atomic(layout.path(job_dir, layout.QUEUE_COUNT_FILE), f"{count}\n".encode(), queue_dir)
+    os.rename(staging, pending)  # rename(2) replaces an empty directory atomically
+    return count
+
+
+class Claimer:
+    """Claims mini-batches for one worker, in id order.
+
+    The pending listing is cached and walked; it is re-read only when exhausted, so a claim is
+    one rename plus one small read. A FileNotFoundError on rename means another worker won that
+    batch: skip to the next name. Batches requeued meanwhile are found at the next re-listing.
+    """
+
+    def __init__(self, job_dir: str | os.PathLike[str], worker: str) -> None:
+        self.job_dir = os.fspath(job_dir)
+        self.worker = worker
+        self.folder = worker_dir(job_dir, worker)
+        self._pending = layout.path(job_dir, layout.PENDING_DIR)
+        self._done = layout.path(job_dir, layout.DONE_DIR)
+        os.makedirs(self.folder, exist_ok=True)
+        self._names: list[str] = []
+        self._next = 0
+        self.lost_races = 0
+
+    def claim(self) -> MiniBatch | None:
+        """Claim the next pending mini-batch, or None when pending/ is empty right now."""
+        relisted = False
+        won_since_listing = True
+        while True:
+            if self._next >= len(self._names):
+                if relisted:
+                    return None
+                if not won_since_listing:
+                    # Every rename failed: maybe our folder was swept by a requeue. Recreate it.
+                    os.makedirs(self.folder, exist_ok=True)
+                self._names = sorted(n for n in os.listdir(self._pending) if is_claim(n))
+                self._next = 0
+                relisted = True
+                won_since_listing = False
+                continue
+            name = self._names[self._next]
+            self._next += 1
+            dst = self.folder + "/" + name
+            try:
+                os.rename(self._pending + "/" + name, dst)
+            except FileNotFoundError:
+                self.lost_races += 1
+                continue
+            won_since_listing = True
+            with open(dst, "rb") as f:
+                batch: MiniBatch = json.loads(f.read())
+            # A retried batch may have been finished by a worker wrongly presumed dead: never
+            # run it again. First tries skip this stat (the hot path).
+            if batch.get("attempt") and os.path.exists(self._done + "/" + name):
+                unlink_quiet(dst)
+                continue
+            return batch
+
+
+def complete(
+    job_dir: str | os.PathLike[str],
+    worker: str,
+    batch: MiniBatch,
+    result_text: str | None,
+    succeeded: int,
+    timings: dict[str, Any] | None = None,
+) -> None:
+    """Record a finished mini-batch: its rows (if any), then done/<id>.json, then drop the claim.
+
+    `succeeded` is the number of successful items (failed = len(items) - succeeded); `timings`
+    is merged into the done record (e.g. start, elapsed, run_seconds).
+    """
+    job = os.fspath(job_dir)
+    folder = worker_dir(job, worker)
+    bid = batch["id"]
+    result = layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX)
+    if result_text:
+        write_atomic(result, result_text.encode("utf-8", "surrogateescape"), folder)
+    elif batch.get("attempt"):
+        unlink_quiet(result)  # rows of an earlier try that died before writing its done file
+    total = len(batch["items"])
+    record = {
+        "id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0),
+        "status": layout.STATUS_DONE, "worker": worker,
+        "total": total, "succeeded": succeeded, "failed": total - succeeded,
+    }
+    if timings:
+        record.update(timings)
+    write_atomic(layout.path(job, layout.DONE_DIR, bid + JSON), dumps(record).encode("ascii"), folder)
+    unlink_quiet(folder + "/" + bid + JSON)
+
+
+def fail_attempt(
+    job_dir: str | os.PathLike[str],
+    worker: str,
+    batch: MiniBatch,
+    error: str,
+    max_retries: int,
+    status: str = layout.STATUS_EXCEPTION,
+) -> bool:
+    """Count a failed try of a claimed batch; True if it went back to pending.
+
+    A batch is tried at most `max_retries` times (at least once); after the last try it goes to
+    failed/<id>.json with the error, and all its items count as failed.
+    """
+    job = os.fspath(job_dir)
+    folder = worker_dir(job, worker)
+    bid = batch["id"]
+    claim = folder + "/" + bid + JSON
+    if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
+        unlink_quiet(claim)  # finished elsewhere already: this try does not count
+        return False
+    tries = int(batch.get("attempt", 0)) + 1
+    if tries < max(1, max_retries):
+        again = {"id": bid, "items": batch["items"], "attempt": tries,
+                 "last_status": status, "last_error": error[:500]}
+        write_atomic(layout.path(job, layout.PENDING_DIR, bid + JSON), dumps(again).encode("ascii"), folder)
+        unlink_quiet(claim)
+        return True
+    unlink_quiet(layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX))
+    total = len(batch["items"])
+    record = {"id": bid, "items": batch["items"], "attempt": tries, "status": status, "worker": worker,
+              "error": error, "total": total, "succeeded": 0, "failed": total}
+    write_atomic(layout.path(job, layout.FAILED_DIR, bid + JSON), dumps(record).encode("ascii"), folder)
+    unlink_quiet(claim)
+    return False
+
+
+def claims(job_dir: str | os.PathLike[str], worker: str) -> list[MiniBatch]:
+    """The mini-batches currently claimed by `worker`, in id order."""
+    folder = worker_dir(job_dir, worker)
+    try:
+        names = sorted(n for n in os.listdir(folder) if is_claim(n))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                found.append(json.loads(f.read()))
+        except FileNotFoundError:
+            continue  # finished or requeued while we looked
+    return found
+
+
+def requeue_worker(
+    job_dir: str | os.PathLike[str],
+    worker_folder: str,
+    reason: str,
+    max_retries: int | None = None,
+    status: str = layout.STATUS_LOST,
+) -> dict[str, str]:
+    """Give back every claim of a dead worker and remove its folder; return {id: outcome}.
+
+    `worker_folder` is the worker name (or its path under running/). Each claim goes back to
+    pending with attempt+1 ("requeued"), or to failed/ when out of tries ("failed"), unless
+    done/<id>.json exists ("done": the claim is just dropped). Each lost try is recorded in the
+    worker's node log and attempts CSV. `max_retries` defaults to the job's setting.
+    """
+    job = os.fspath(job_dir)
+    worker = os.path.basename(os.path.normpath(worker_folder))
+    if max_retries is None:
+        from .settings import load  # only here: the hot path never reads job.json
+
+        max_retries = load(job).max_retries
+    outcomes: dict[str, str] = {}
+    batches = claims(job, worker)
+    if batches:
+        with WorkerLogs(job, worker) as logs:
+            for batch in batches:
+                bid = batch["id"]
+                if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
+                    unlink_quiet(os.path.join(worker_dir(job, worker), bid + JSON))
+                    outcomes[bid] = "done"
+                    continue
+                requeued = fail_attempt(job, worker, batch, reason, max_retries, status)
+                outcomes[bid] = "requeued" if requeued else "failed"
+                logs.attempt(batch, status, start=time.time(), elapsed=0.0,
+                             error_category=SYSTEM_ERROR, error_message=reason)
+    shutil.rmtree(worker_dir(job, worker), ignore_errors=True)
+    return outcomes
+
+
+def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:
+    """Mark `worker` alive now (creates its folder and heartbeat file when missing)."""
+    beat = os.path.join(worker_dir(job_dir, worker), layout.HEARTBEAT_FILE)
+    try:
+        os.utime(beat)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(beat), exist_ok=True)
+        with open(beat, "ab"):
+            pass
+
+
+def stale_workers(
+    job_dir: str | os.PathLike[str],
+    now: float | None = None,
+    expiry: float = layout.HEARTBEAT_EXPIRY_SECONDS,
+) -> list[str]:
+    """Workers under running/ whose heartbeat (or, lacking one, folder) is older than `expiry`.
+
+    `now` is a time.time() stamp (file mtimes are wall-clock).
+    """
+    now = time.time() if now is None else now
+    running = layout.path(job_dir, layout.RUNNING_DIR)
+    stale = []
+    try:
+        names = sorted(os.listdir(running))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        folder = os.path.join(running, name)
+        try:
+            mtime = os.stat(os.path.join(folder, layout.HEARTBEAT_FILE)).st_mtime
+        except FileNotFoundError:
+            try:
+                mtime = os.stat(folder).st_mtime
+            except FileNotFoundError:
+                continue
+        if now - mtime > expiry:
+            stale.append(name)
+    return stale

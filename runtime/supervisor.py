@@ -1,0 +1,295 @@
+"""The entrypoint process of an instance: start the workers, keep them alive, stop when done.
+
+One loop, no threads (workers are forked from it): wait on the workers' sentinels for up to
+POLL_SECONDS, then handle exits, enforce run() and init() timeouts, touch heartbeats, look at the
+control flags and at the queue. A dead or killed worker's claims go back to the queue before a
+fresh worker (which calls init() again) takes its place under the same name.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import layout, queue, reports, settings
+from ._fs import listdir
+from .worker import BATCH, PHASE, PHASE_READY, STARTED, STATE_SIZE, WorkerSpec, worker_main
+
+POLL_SECONDS = 0.15
+STOP_GRACE_SECONDS = 5.0  # after SIGTERM/SIGINT, how long in-flight run() calls may finish
+EMPTY_GRACE_SECONDS = 5.0  # queue looks empty but queue/count disagrees: trust the listing after this
+
+
+class ConfigError(Exception):
+    """The job folder, settings or scoring script cannot be used (exit 2)."""
+
+
+@dataclass
+class Options:
+    """Where things are: the command line and environment of `python -m bepbuild_runtime`."""
+
+    job_dir: str
+    input_dir: str | None
+    instance: str
+    code_dir: str | None = None
+    scoring_script: str | None = None
+
+
+@dataclass
+class Slot:
+    """One worker position; its process is replaced when it dies."""
+
+    index: int
+    name: str
+    state: Any
+    proc: Any = None
+    spawned: float = 0.0
+    ready: bool = False
+    killed: str | None = None  # why we killed it (timeout), if we did
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cpu_count() -> int:
+    """CPUs this instance may use: BEPBUILD_CPUS, else the affinity mask."""
+    raw = os.environ.get(layout.ENV_CPUS)
+    if raw:
+        try:
+            return max(1, int(float(raw)))
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_script(opts: Options, job: dict[str, Any]) -> tuple[str, str]:
+    """(code dir, absolute scoring script path); job.json's `scoring_script` overrides the env."""
+    code_dir = opts.code_dir or os.environ.get(layout.ENV_CODE_DIR) or layout.IMAGE_CODE_DIR
+    script = job.get("scoring_script") or opts.scoring_script or os.environ.get(layout.ENV_SCORING_SCRIPT)
+    if not script:
+        raise ConfigError(f"no scoring script: set {layout.ENV_SCORING_SCRIPT} or job.json scoring_script")
+    path = script if os.path.isabs(script) else os.path.join(code_dir, script)
+    if not os.path.isfile(path):
+        raise ConfigError(f"scoring script not found: {path}")
+    return os.path.abspath(code_dir), os.path.abspath(path)
+
+
+class Supervisor:
+    """Runs the workers of one instance until the queue drains, a stop flag appears, or init() keeps failing."""
+
+    def __init__(self, opts: Options) -> None:
+        self.job = os.path.abspath(opts.job_dir)
+        if not os.path.isfile(layout.path(self.job, layout.JOB_FILE)):
+            raise ConfigError(f"no {layout.JOB_FILE} in {self.job}")
+        try:
+            job = settings.load_job(self.job)
+            self.settings = settings.from_job(job)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.instance = opts.instance
+        self.code_dir, self.script = resolve_script(opts, job)
+        self.input_dir = os.path.abspath(opts.input_dir) if opts.input_dir else None  # workers chdir
+        n = self.settings.max_concurrency_per_instance
+        self.threads = max(1, cpu_count() // n)
+        self.gpus = [g.strip() for g in os.environ.get(layout.ENV_GPUS, "").split(",") if g.strip()]
+        self.ctx = multiprocessing.get_context("fork")
+        self.stop_flag = self.ctx.RawValue("b", 0)
+        self.slots = [Slot(i, layout.worker_name(self.instance, i), self.ctx.RawArray("d", STATE_SIZE))
+                      for i in range(n)]
+        self.main_log = reports.main_log_path(self.job, self.instance)
+        self.init_failures = 0  # in a row, on this instance
+        self.exit_code: int | None = None  # set when we decided to stop
+        self.signalled = 0
+        self.stop_deadline: float | None = None
+
+    # -- logging -------------------------------------------------------------------------------
+    def note(self, message: str) -> None:
+        """A line in logs/sys/node/<instance>/_main.txt and on our stderr (the container log)."""
+        line = f"{reports.now_iso()} {self.instance} {message}\n"
+        reports.append_text(self.main_log, line)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    # -- workers -------------------------------------------------------------------------------
+    def start(self, slot: Slot) -> None:
+        """Start (or restart) the worker of `slot`."""
+        for i in range(STATE_SIZE):
+            slot.state[i] = 0.0
+        queue.touch_heartbeat(self.job, slot.name)  # the host must see it alive from the start
+        gpu = self.gpus[slot.index % len(self.gpus)] if self.gpus else None
+        spec = WorkerSpec(self.job, self.input_dir, self.instance, slot.index, slot.name, self.code_dir,
+                          self.script, self.settings, self.threads, gpu, len(self.gpus))
+        slot.proc = self.ctx.Process(target=worker_main, args=(spec, slot.state, self.stop_flag),
+                                     name=slot.name)
+        slot.proc.start()
+        slot.spawned, slot.ready, slot.killed = time.monotonic(), False, None
+
+    def kill(self, slot: Slot, why: str) -> None:
+        """Kill the worker of `slot` now (SIGKILL: a stuck run() may ignore anything softer)."""
+        slot.killed = why
+        slot.proc.kill()
+        slot.proc.join()
+
+    def reap(self, slot: Slot) -> None:
+        """Handle the exit of the worker of `slot`: give back its claims, restart it if useful."""
+        proc, slot.proc = slot.proc, None
+        proc.join()
+        code = proc.exitcode
+        stopping = self.exit_code is not None
+        if slot.killed == layout.STATUS_TIMEOUT:
+            self._fail_timed_out(slot)
+        elif slot.killed == layout.STATUS_INIT_TIMEOUT or code == layout.EXIT_INIT_FAILED:
+            self.init_failures += 1
+            self.note(f"worker {slot.name} pid={proc.pid}: init() failed "
+                      f"({self.init_failures} in a row, limit {self.settings.tries})")
+            if self.init_failures >= self.settings.tries and not stopping:
+                self.note(f"init() failed {self.init_failures} times in a row: stopping this instance; "
+                          f"see {layout.LOG_USER_ERROR}/{self.instance}/")
+                self.begin_stop(layout.EXIT_INIT_FAILED)
+        elif code != layout.EXIT_OK or not stopping:
+            self.note(f"worker {slot.name} pid={proc.pid} exited with returncode {code}")
+        reason = f"worker {slot.name} pid={proc.pid} exited with returncode {code}"
+        outcomes = queue.requeue_worker(self.job, slot.name, reason, self.settings.max_retries)
+        if outcomes:
+            self.note(f"requeued claims of {slot.name}: {outcomes}")
+        if self.exit_code is None:
+            self.start(slot)
+
+    def _fail_timed_out(self, slot: Slot) -> None:
+        bid = layout.mini_batch_id(int(slot.state[BATCH]))
+        message = (f"mini batch {bid} did not finish in {self.settings.timeout:g} seconds. "
+                   f"Stopping this process.")
+        self.note(f"worker {slot.name}: {message}")
+        reports.append_text(reports.user_error_path(self.job, slot.name), f"{reports.now_iso()} {message}\n")
+        for batch in queue.claims(self.job, slot.name):
+            if batch["id"] != bid:
+                continue  # anything else it held is requeued as lost by reap()
+            queue.fail_attempt(self.job, slot.name, batch, message, self.settings.max_retries,
+                               layout.STATUS_TIMEOUT)
+            started = slot.extra.get("started_wall", time.time())
+            with reports.WorkerLogs(self.job, slot.name) as logs:
+                logs.attempt(batch, layout.STATUS_TIMEOUT, start=started, elapsed=time.time() - started,
+                             run_seconds=time.time() - started, error_category=reports.USER_ERROR,
+                             error_message=message)
+
+    def check_timeouts(self, now: float) -> None:
+        """Kill workers whose run() or init() ran too long."""
+        timeout = self.settings.timeout
+        for slot in self.slots:
+            if slot.proc is None:
+                continue
+            started = slot.state[STARTED]
+            if started and now - started > timeout:
+                # Remember the wall-clock start for the report, then kill.
+                slot.extra["started_wall"] = time.time() - (now - started)
+                self.kill(slot, layout.STATUS_TIMEOUT)
+            elif not slot.ready and slot.state[PHASE] < PHASE_READY and now - slot.spawned > 3 * timeout + 30:
+                self.note(f"worker {slot.name}: init() did not finish in {3 * timeout + 30:g} seconds")
+                self.kill(slot, layout.STATUS_INIT_TIMEOUT)
+
+    def note_ready(self) -> None:
+        """A worker that finished init() resets the count of init() failures in a row."""
+        for slot in self.slots:
+            if slot.proc is not None and not slot.ready and slot.state[PHASE] >= PHASE_READY:
+                slot.ready = True
+                self.init_failures = 0
+
+    # -- stopping ------------------------------------------------------------------------------
+    def begin_stop(self, code: int) -> None:
+        """Stop claiming; workers finish their current mini-batch, call shutdown() and exit."""
+        if self.exit_code is None:
+            self.exit_code = code
+            self.stop_flag.value = 1
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        """SIGTERM/SIGINT: stop claiming, give in-flight work STOP_GRACE_SECONDS; twice: now."""
+        self.signalled += 1
+        self.begin_stop(layout.EXIT_STOPPED)
+        grace = STOP_GRACE_SECONDS if self.signalled == 1 else 0.0
+        self.stop_deadline = time.monotonic() + grace
+
+    def check_queue(self, now: float, empty_since: list[float | None]) -> None:
+        """Stop on control flags, or when every mini-batch is done or failed."""
+        for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
+            if os.path.exists(layout.path(self.job, flag)):
+                self.note(f"{flag} found: stop claiming")
+                self.begin_stop(layout.EXIT_STOPPED)
+                return
+        if not queue.looks_empty(self.job):
+            empty_since[0] = None
+            return
+        if empty_since[0] is None:
+            empty_since[0] = now
+            return  # ask twice, one poll apart: a batch may have been between two listings
+        if queue.is_drained(self.job) or now - empty_since[0] > EMPTY_GRACE_SECONDS:
+            self.note("queue drained: stopping")
+            self.begin_stop(layout.EXIT_OK)
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until done; return the exit code."""
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        self.note(f"starting {len(self.slots)} workers, {self.threads} threads each; script {self.script}")
+        # Claims left by an earlier life of this instance (same name) are ours to give back.
+        for name in listdir(layout.path(self.job, layout.RUNNING_DIR)):
+            if layout.instance_of(name) == self.instance:
+                queue.requeue_worker(self.job, name, "instance restarted", self.settings.max_retries)
+        for slot in self.slots:
+            self.start(slot)
+        next_beat = 0.0
+        empty_since: list[float | None] = [None]
+        while True:
+            live = [s.proc.sentinel for s in self.slots if s.proc is not None]
+            if not live:
+                break
+            multiprocessing.connection.wait(live, timeout=POLL_SECONDS)
+            for slot in self.slots:
+                if slot.proc is not None and slot.proc.exitcode is not None:
+                    self.reap(slot)
+            now = time.monotonic()
+            self.note_ready()
+            self.check_timeouts(now)
+            for slot in self.slots:
+                if slot.proc is not None and slot.killed:
+                    self.reap(slot)
+            if now >= next_beat:
+                for slot in self.slots:
+                    if slot.proc is not None:
+                        queue.touch_heartbeat(self.job, slot.name)
+                next_beat = now + layout.HEARTBEAT_SECONDS
+            if self.exit_code is None:
+                self.check_queue(now, empty_since)
+            if self.stop_deadline is not None and now >= self.stop_deadline:
+                for slot in self.slots:
+                    if slot.proc is not None:
+                        self.kill(slot, "stopped")
+                        self.reap(slot)
+        for slot in self.slots:  # all exited: nothing should be left, but never strand a claim
+            queue.requeue_worker(self.job, slot.name, "instance stopped", self.settings.max_retries)
+        code = layout.EXIT_OK if self.exit_code is None else self.exit_code
+        self.note(f"exiting with code {code}")
+        return code
+
+
+def main(opts: Options) -> int:
+    """Run one instance; the exit code is one of layout.EXIT_*."""
+    try:
+        sup = Supervisor(opts)
+    except ConfigError as exc:
+        sys.stderr.write(f"bepbuild_runtime: {exc}\n")
+        if os.path.isfile(layout.path(opts.job_dir, layout.JOB_FILE)):  # never create a job folder
+            try:
+                reports.append_text(reports.main_log_path(opts.job_dir, opts.instance),
+                                    f"{reports.now_iso()} {opts.instance} configuration error: {exc}\n")
+            except OSError:
+                pass
+        return layout.EXIT_USAGE
+    return sup.run()
