@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import compute, data, deployment, endpoint, environment, job, model
+from . import build, compute, data, deployment, endpoint, environment, job, model
 from ._common import state
 from .validate import validate
 
@@ -45,6 +45,10 @@ app.add_typer(data.app, name="data")
 app.add_typer(compute.app, name="compute")
 app.add_typer(job.app, name="job")
 app.command("validate")(validate)
+app.command("deploy")(build.deploy)
+app.command("build")(build.build)
+app.command("render")(build.render)
+app.command("push")(build.push)
 
 
 def main() -> None:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .. import endpoints
-from ._common import NoWaitOpt, OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._common import NoWaitOpt, OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from .build import (
+    BackendOpt,
+    BaseImageOpt,
+    ForceOpt,
+    QuietOpt,
+    RelockOpt,
+    SkipOpt,
+    StrictOpt,
+    TemplatesOpt,
+    options,
+    run_create,
+)
 
 app = new_app("Batch deployments: a model, scoring code and environment built into one image.")
 
@@ -38,3 +51,55 @@ def delete(name: NameOpt, endpoint_name: EndpointOpt, yes: YesOpt = False, no_wa
     confirm(yes, f"Delete deployment {name} of endpoint {endpoint_name}?")
     endpoints.delete_deployment(s, endpoint_name, name)
     note(f"deleted deployment {name}")
+
+
+@app.command("create")
+@guarded
+def create(
+    file: Annotated[Path, typer.Option("--file", "-f", help="deployment.yml")],
+    endpoint_name: Annotated[str | None, typer.Option("--endpoint-name", "-e", help="Overrides the file's.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Overrides the file's.")] = None,
+    set_default: Annotated[bool, typer.Option("--set-default", help="Make it the endpoint's default.")] = False,
+    set_: SetOpt = None,
+    base_image: BaseImageOpt = None,
+    strict: StrictOpt = False,
+    relock: RelockOpt = False,
+    force: ForceOpt = False,
+    builder: BackendOpt = "auto",
+    skip_script_validation: SkipOpt = False,
+    templates: TemplatesOpt = None,
+    quiet: QuietOpt = False,
+    no_wait: NoWaitOpt = False,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Build the deployment's image (or reuse it when nothing changed) and register the deployment."""
+    opts = options(base_image, strict, relock, force, builder, skip_script_validation, templates)
+    doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=set_default,
+                     create_endpoint=False, opts=opts, quiet=quiet)
+    emit(doc, output, query)
+
+
+@app.command("update")
+@guarded
+def update(
+    file: Annotated[Path, typer.Option("--file", "-f", help="deployment.yml")],
+    endpoint_name: Annotated[str | None, typer.Option("--endpoint-name", "-e")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+    set_: SetOpt = None,
+    base_image: BaseImageOpt = None,
+    relock: RelockOpt = False,
+    quiet: QuietOpt = False,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Update an existing deployment from its file (rebuilds only what changed)."""
+    from ..specs import load_deployment
+
+    spec = load_deployment(file, sets=set_ or [], name=name, endpoint_name=endpoint_name,
+                           skip_script_validation=True).spec
+    store().get_deployment(spec.endpoint_name, spec.name)
+    opts = options(base_image, False, relock, False, "auto", False, None)
+    doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=False,
+                     create_endpoint=False, opts=opts, quiet=quiet)
+    emit(doc, output, query)

@@ -1,0 +1,247 @@
+"""deploy: deployment.yml -> registered model/env -> install plan + lock -> context -> image -> store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config, endpoints, environments, images, locking, registry
+from .errors import NotFoundError, SpecError, UserError
+from .render import Rendered, RenderInput, render
+from .specs import BatchDeployment, EnvironmentSpec, InlineModel, Loaded, load_deployment, load_endpoint
+from .store import Store
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class DeployOptions:
+    base_image: str | None = None
+    strict: bool = False
+    relock: bool = False
+    force: bool = False
+    backend: str = "auto"
+    template_dir: Path | None = None
+    skip_script_validation: bool = False
+
+
+@dataclass
+class Prepared:
+    """Everything needed to build one deployment's image."""
+
+    loaded: Loaded[BatchDeployment]
+    model: dict[str, Any]
+    environment: dict[str, Any]
+    plan: environments.EnvPlan
+    rendered: Rendered
+    tag: str
+    notices: list[str] = field(default_factory=list)
+
+
+def map_base_image(image: str | None, override: str | None) -> str:
+    """The local image that stands in for an environment's image.
+
+    `--base-image` wins; Azure ML's base images (mcr.microsoft.com/azureml/...) map to the configured
+    local base (BEPBUILD_BASE_IMAGE, or the config file's image_map); other images are used as named.
+    """
+    if override:
+        return override
+    mapping = config.image_map()
+    if image and image in mapping:
+        return mapping[image]
+    if not image or image.startswith("mcr.microsoft.com/azureml/"):
+        return config.base_image()
+    return image
+
+
+def image_repo(endpoint: str, deployment: str) -> str:
+    return f"bepbuild/{endpoint}-{deployment}".lower()
+
+
+def _resolve_model(store: Store, loaded: Loaded[BatchDeployment]) -> dict[str, Any]:
+    spec = loaded.spec
+    if isinstance(spec.model, InlineModel):
+        name = spec.model.name or f"{spec.endpoint_name}-{spec.name}-model"
+        return registry.register_model(
+            store, name=name, path=loaded.paths["model.path"], type=spec.model.type, version=spec.model.version,
+            description=spec.model.description, tags=spec.model.tags, reuse_same_content=True,
+        )
+    assert isinstance(spec.model, str)
+    if not spec.model.startswith("azureml:"):
+        raise SpecError(f"{spec.model!r}: expected azureml:<name>:<version>, azureml:<name>@latest or an inline model",
+                        source=loaded.source, field="model")
+    return registry.resolve(store, "model", spec.model)
+
+
+def _resolve_environment(store: Store, loaded: Loaded[BatchDeployment], model: dict[str, Any]) -> dict[str, Any]:
+    spec = loaded.spec
+    if isinstance(spec.environment, EnvironmentSpec):
+        if spec.environment.name is None:
+            spec.environment.name = f"{spec.endpoint_name}-{spec.name}-env"
+        return registry.register_environment(store, loaded, spec.environment, prefix="environment.",
+                                             reuse_same_content=True)
+    if isinstance(spec.environment, str):
+        return registry.resolve(store, "environment", spec.environment)
+    if model.get("type") == "mlflow_model":
+        raise UserError("MLflow deployments without an environment are not supported yet: give environment:")
+    raise SpecError("required", source=loaded.source, field="environment")
+
+
+def prepare(
+    store: Store, loaded: Loaded[BatchDeployment], opts: DeployOptions, log: Log, context: Path | None = None
+) -> Prepared:
+    """Resolve assets, plan the environment, lock it and render the context (no build yet)."""
+    spec = loaded.spec
+    model = _resolve_model(store, loaded)
+    env = _resolve_environment(store, loaded, model)
+    if spec.code_configuration is None:
+        raise UserError("MLflow deployments without code_configuration are not supported yet")
+    from_image = map_base_image(env.get("image"), opts.base_image)
+    if env.get("build"):
+        from_image = _build_environment_image(env, opts, log)
+    base = environments.probe_base(from_image)
+    plan = environments.plan(env, base, strict=opts.strict)
+    lock = None
+    if plan.strategy == "pip":
+        lock = locking.resolve(plan.requirements, python=base.python or "", options=plan.pip_options,
+                               refresh=opts.relock, log=log)
+    inp = RenderInput(
+        endpoint=spec.endpoint_name, deployment=spec.name, code_dir=loaded.paths["code"],
+        scoring_script=loaded.paths["scoring_script"].relative_to(loaded.paths["code"]).as_posix(),
+        model_path=Path(model["path"]), plan=plan, base=base, base_image=from_image, lock=lock, conda=base.conda,
+        template_dir=opts.template_dir,
+    )
+    context = context or config.home() / "contexts" / f"{spec.endpoint_name}-{spec.name}"
+    rendered = render(inp, context)
+    tag = f"{image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
+    return Prepared(loaded, model, env, plan, rendered, tag, list(plan.notices))
+
+
+def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
+    build = env["build"]
+    tag = f"bepbuild/env-{env['name']}:{build['sha256'][:16]}".lower()
+    images.build(Path(env["path"]), tag, network="host", backend=opts.backend, dockerfile=build["dockerfile_path"],
+                 on_line=log, force=opts.force)
+    return tag
+
+
+def image_labels(p: Prepared) -> dict[str, str]:
+    spec = p.loaded.spec
+    return {
+        "org.opencontainers.image.title": f"{spec.endpoint_name}/{spec.name}",
+        "org.opencontainers.image.description": spec.description or f"bepbuild batch deployment {spec.name}",
+        "org.opencontainers.image.version": p.rendered.short_hash,
+        "org.opencontainers.image.vendor": "bepbuild",
+        "io.bepbuild.endpoint": spec.endpoint_name,
+        "io.bepbuild.deployment": spec.name,
+        "io.bepbuild.content-hash": p.rendered.content_hash,
+        "io.bepbuild.lock-sha256": p.plan and _lock_digest(p),
+        "io.bepbuild.model": f"{p.model['name']}:{p.model['version']}",
+        "io.bepbuild.model-sha256": p.model.get("sha256", ""),
+        "io.bepbuild.environment": f"{p.environment['name']}:{p.environment['version']}",
+        "io.bepbuild.strategy": p.plan.strategy,
+        "io.bepbuild.version": __version__,
+    }
+
+
+def _lock_digest(p: Prepared) -> str:
+    lock = p.rendered.context / "env" / "requirements.lock"
+    if lock.exists():
+        import hashlib
+
+        return hashlib.sha256(lock.read_bytes()).hexdigest()
+    return ""
+
+
+def build_image(p: Prepared, opts: DeployOptions, log: Log) -> images.BuildResult:
+    secrets = {}
+    network = "none"
+    if p.plan.strategy == "conda":
+        network = "host"
+        ca = config.ca_bundle()
+        if ca:
+            secrets["ca"] = ca
+    backend = opts.backend
+    dockerfile = "Dockerfile.legacy" if backend == "sdk" else "Dockerfile"
+    return images.build(p.rendered.context, p.tag, labels=image_labels(p), network=network, secrets=secrets,
+                        backend=backend, dockerfile=dockerfile, on_line=log, force=opts.force,
+                        log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
+
+
+def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, create: bool) -> None:
+    if store.has_endpoint(spec.endpoint_name):
+        return
+    if not create:
+        raise NotFoundError(f"batch endpoint {spec.endpoint_name!r} not found; create it first "
+                            "(bepbuild batch-endpoint create) or use `bepbuild deploy`")
+    sibling = None
+    if file is not None:
+        for d in (file.parent, file.parent.parent):
+            if (d / "endpoint.yml").is_file():
+                sibling = d / "endpoint.yml"
+                break
+    if sibling is not None and load_endpoint(sibling).spec.name == spec.endpoint_name:
+        endpoints.create(store, sibling, name=spec.endpoint_name)
+    else:
+        endpoints.create(store, None, name=spec.endpoint_name)
+
+
+def create(
+    store: Store,
+    file: Path,
+    *,
+    endpoint_name: str | None = None,
+    name: str | None = None,
+    sets: Iterable[str] = (),
+    set_default: bool = False,
+    create_endpoint: bool = False,
+    opts: DeployOptions | None = None,
+    log: Log = lambda line: None,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Build (or reuse) a deployment's image and register the deployment."""
+    opts = opts or DeployOptions()
+    t0 = time.monotonic()
+    loaded = load_deployment(file, sets=sets, name=name, endpoint_name=endpoint_name,
+                             skip_script_validation=opts.skip_script_validation)
+    spec = loaded.spec
+    if register:
+        ensure_endpoint(store, spec, file, create_endpoint)
+    p = prepare(store, loaded, opts, log)
+    result = build_image(p, opts, log)
+    doc = deployment_doc(p, result)
+    doc["seconds"] = round(time.monotonic() - t0, 3)
+    doc["notices"] = loaded.warnings + p.notices
+    if register:
+        store.put_deployment(spec.endpoint_name, spec.name, doc)
+        ep = store.get_endpoint(spec.endpoint_name)
+        if set_default or not (ep.get("defaults") or {}).get("deployment_name"):
+            endpoints.set_default(store, spec.endpoint_name, spec.name)
+        doc = store.get_deployment(spec.endpoint_name, spec.name) | {"built": result.built, "seconds": doc["seconds"]}
+    return doc
+
+
+def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
+    spec = p.loaded.spec
+    body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["model"] = f"azureml:{p.model['name']}:{p.model['version']}"
+    body["environment"] = f"azureml:{p.environment['name']}:{p.environment['version']}"
+    body.pop("code_configuration", None)
+    body["code_configuration"] = {
+        "code": str(p.loaded.paths["code"]),
+        "scoring_script": spec.code_configuration.scoring_script if spec.code_configuration else None,
+    }
+    body["image"] = result.tag
+    body["image_id"] = result.image_id
+    body["built"] = result.built
+    body["build_seconds"] = round(result.seconds, 3)
+    body["lock_sha256"] = _lock_digest(p)
+    body["strategy"] = p.plan.strategy
+    body["model_folder"] = Path(p.model["path"]).name
+    body["provisioning_state"] = "Succeeded"
+    return body
+
+

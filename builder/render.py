@@ -1,0 +1,188 @@
+"""Render a deployment's build context: byte-for-byte deterministic, hashed into the image tag.
+
+The context holds the Dockerfile (from `templates/`), the environment lock, the runtime, the model
+under its registered name and the scoring code. Files get fixed modes and mtimes and are listed in
+sorted order, so the same inputs give the same bytes and the same hash on any machine. `wheels/`
+(hard links into the shared wheelhouse) is left out of the hash: the lock pins every wheel's
+sha256 already.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bepbuild_runtime
+import jinja2
+from bepbuild_runtime import layout
+
+from . import __version__, locking
+from .environments import BaseInfo, EnvPlan
+from .errors import UserError
+from .hashing import file_sha256, walk_files
+
+FIXED_MTIME = 946684800  # 2000-01-01: stable, and later than zip's 1980 floor
+
+
+def templates_dir() -> Path:
+    """Our templates folder (package data `bepbuild.templates`)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("bepbuild.templates")))
+
+NOT_HASHED = ("wheels/",)
+
+
+@dataclass
+class RenderInput:
+    endpoint: str
+    deployment: str
+    code_dir: Path
+    scoring_script: str  # relative to code_dir
+    model_path: Path  # the registered copy: a folder or a file
+    plan: EnvPlan
+    base: BaseInfo
+    base_image: str  # what FROM names (the env image for build strategy)
+    lock: locking.Lock | None = None
+    conda: str | None = None  # the conda executable in the base image
+    template_dir: Path | None = None  # user templates that extend/override ours
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Rendered:
+    context: Path
+    content_hash: str
+    files: list[str]
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash[:16]
+
+
+def _environment(template_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def dockerfile(inp: RenderInput, *, legacy: bool = False) -> str:
+    """The Dockerfile text for one deployment (`legacy` for builders without RUN --mount)."""
+    env = _environment(inp.template_dir)
+    return env.get_template("Dockerfile.j2").render(
+        layout=layout,
+        plan=inp.plan,
+        base_image=inp.base_image,
+        conda=inp.conda or "conda",
+        scoring_script=inp.scoring_script,
+        endpoint=inp.endpoint,
+        deployment=inp.deployment,
+        legacy=legacy,
+        bepbuild_version=__version__,
+    )
+
+
+def _files(inp: RenderInput) -> dict[str, Path | bytes]:
+    files: dict[str, Path | bytes] = {
+        "Dockerfile": dockerfile(inp).encode(),
+        "Dockerfile.legacy": dockerfile(inp, legacy=True).encode(),
+    }
+    manifest = {
+        "bepbuild_version": __version__,
+        "base_image": inp.base.image,
+        "base_image_id": inp.base.image_id,
+        "base_python": inp.base.python,
+        "strategy": inp.plan.strategy,
+        "lock_sha256": inp.lock.digest if inp.lock else None,
+        "model": inp.model_path.name,
+        "scoring_script": inp.scoring_script,
+    }
+    files["bepbuild.lock.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    if inp.plan.strategy == "pip":
+        assert inp.lock is not None
+        files["env/requirements.lock"] = inp.lock.text().encode()
+    elif inp.plan.strategy == "conda":
+        import yaml
+
+        files["env/conda.yaml"] = yaml.safe_dump(inp.plan.conda_file, sort_keys=False).encode()
+    runtime_dir = Path(bepbuild_runtime.__file__).resolve().parent
+    for p in sorted(runtime_dir.glob("*.py")):
+        files[f"runtime/bepbuild_runtime/{p.name}"] = p
+    try:
+        for p in walk_files(inp.model_path):
+            rel = inp.model_path.name if p == inp.model_path else f"{inp.model_path.name}/{p.relative_to(inp.model_path).as_posix()}"
+            files[f"model/{rel}"] = p
+        for p in walk_files(inp.code_dir):
+            files[f"code/{p.relative_to(inp.code_dir).as_posix()}"] = p
+    except ValueError as e:
+        raise UserError(f"cannot build deployment {inp.deployment}: {e}") from e
+    return files
+
+
+def render(inp: RenderInput, dest: Path) -> Rendered:
+    """Write the build context into `dest` (only what changed) and return its content hash."""
+    files = _files(inp)
+    dest.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        src = files[rel]
+        target = dest / rel
+        if isinstance(src, bytes):
+            data_hash = hashlib.sha256(src).hexdigest()
+            executable = False
+            if not (target.is_file() and target.stat().st_size == len(src) and target.read_bytes() == src):
+                _write(target, src)
+        else:
+            data_hash = file_sha256(src)
+            executable = os.access(src, os.X_OK)
+            if not (target.is_file() and target.stat().st_size == src.stat().st_size and file_sha256(target) == data_hash):
+                _write(target, src.read_bytes())
+        _normalize(target, executable)
+        h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
+    _prune(dest, set(files))
+    if inp.plan.strategy == "pip" and inp.lock is not None:
+        locking.materialize(inp.lock, dest / "wheels")
+    elif (dest / "wheels").exists():
+        for p in (dest / "wheels").iterdir():
+            p.unlink()
+    return Rendered(dest, h.hexdigest(), sorted(files))
+
+
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+def _normalize(target: Path, executable: bool) -> None:
+    os.chmod(target, 0o755 if executable else 0o644)
+    os.utime(target, (FIXED_MTIME, FIXED_MTIME))
+
+
+def _prune(dest: Path, keep: set[str]) -> None:
+    """Remove files a previous render left that are not part of this one; fix folder modes."""
+    for dirpath, dirnames, filenames in os.walk(dest, topdown=False):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(dest).as_posix()
+        if rel_dir == "wheels" or rel_dir.startswith("wheels/"):
+            continue
+        for n in filenames:
+            rel = f"{rel_dir}/{n}" if rel_dir != "." else n
+            if rel not in keep:
+                (d / n).unlink()
+        if d != dest and not any(d.iterdir()):
+            d.rmdir()
+            continue
+        os.chmod(d, 0o755)
+        os.utime(d, (FIXED_MTIME, FIXED_MTIME))
