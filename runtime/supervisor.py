@@ -215,13 +215,19 @@ class Supervisor:
         grace = STOP_GRACE_SECONDS if self.signalled == 1 else 0.0
         self.stop_deadline = time.monotonic() + grace
 
-    def check_queue(self, now: float, empty_since: list[float | None]) -> None:
-        """Stop on control flags, or when every mini-batch is done or failed."""
+    def check_flags(self) -> bool:
+        """Stop on control/cancel or control/abort; True if one is there."""
         for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
             if os.path.exists(layout.path(self.job, flag)):
                 self.note(f"{flag} found: stop claiming")
                 self.begin_stop(layout.EXIT_STOPPED)
-                return
+                return True
+        return False
+
+    def check_queue(self, now: float, empty_since: list[float | None]) -> None:
+        """Stop on control flags, or when every mini-batch is done or failed."""
+        if self.check_flags():
+            return
         if not queue.looks_empty(self.job):
             empty_since[0] = None
             return
@@ -242,6 +248,9 @@ class Supervisor:
         for name in listdir(layout.path(self.job, layout.RUNNING_DIR)):
             if layout.instance_of(name) == self.instance:
                 queue.requeue_worker(self.job, name, "instance restarted", self.settings.max_retries)
+        if self.check_flags():  # cancelled before we started: claim nothing
+            self.note(f"exiting with code {layout.EXIT_STOPPED}")
+            return layout.EXIT_STOPPED
         for slot in self.slots:
             self.start(slot)
         next_beat = 0.0

@@ -1,0 +1,316 @@
+"""`python -m bepbuild_runtime` as real subprocesses on a real job folder, with small scoring scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from bepbuild_runtime import layout, queue
+
+RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
+
+# One scoring script whose behaviour depends on the file names of the mini-batch.
+SCRIPT = """
+import os, sys, time
+
+MARKS = os.environ["MARKS"]
+
+def _mark(name, text):
+    with open(os.path.join(MARKS, name), "a") as f:
+        f.write(text + "\\n")
+
+def init():
+    _mark("init.txt", os.environ["BEPBUILD_WORKER"])
+    print("hello from init", flush=True)
+    if os.environ.get("FAIL_INIT"):
+        raise RuntimeError("init is broken")
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    for name in names:
+        if name.startswith("bad"):
+            raise ValueError("cannot score " + name)
+        if name.startswith("slow"):
+            time.sleep(60)
+        if name.startswith("crashonce"):
+            marker = os.path.join(MARKS, name + ".crashed")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(3)
+        if name.startswith("crashall"):
+            os._exit(3)
+        with open(os.path.join(os.path.dirname(mini_batch[0]), name)) as f:
+            f.read()
+    env = os.environ
+    return [f"{n} {env['OMP_NUM_THREADS']} {env['MKL_NUM_THREADS']} {env['BEPBUILD_WORKER']} "
+            f"{env.get('CUDA_VISIBLE_DEVICES', '-')}" for n in names]
+
+def shutdown():
+    _mark("shutdown.txt", os.environ["BEPBUILD_WORKER"])
+"""
+
+
+def make_job(tmp_path: Path, files: list[str], script: str = SCRIPT, **settings: Any) -> dict[str, Path]:
+    """A job folder with its queue, an input folder and a code folder."""
+    paths = {name: tmp_path / name for name in ("job", "in", "code", "marks", "pkg")}
+    for p in paths.values():
+        p.mkdir()
+    for name in files:
+        (paths["in"] / name).write_text(name)
+    (paths["code"] / "score.py").write_text(textwrap.dedent(script))
+    (paths["pkg"] / "bepbuild_runtime").symlink_to(RUNTIME)  # importable however the project is installed
+    env_vars = {"MARKS": str(paths["marks"]), **settings.pop("environment_variables", {})}
+    job = {"settings": {"mini_batch_size": 2, "max_concurrency_per_instance": 1, "max_retries": 3,
+                        "timeout": 30, "environment_variables": env_vars, **settings},
+           "scoring_script": "score.py"}
+    (paths["job"] / layout.JOB_FILE).write_text(json.dumps(job))
+    queue.write_queue(paths["job"], sorted(files), job["settings"]["mini_batch_size"])
+    return paths
+
+
+def start(paths: dict[str, Path], instance: str = "i0", **env: str) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(paths["pkg"]), layout.ENV_CODE_DIR: str(paths["code"]), **env}
+    full_env.pop(layout.ENV_OUTPUT_PATH, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bepbuild_runtime", "--job-dir", str(paths["job"]),
+         "--input-dir", str(paths["in"]), "--instance", instance],
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(paths: dict[str, Path], instance: str = "i0", timeout: float = 60, **env: str) -> int:
+    proc = start(paths, instance, **env)
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode not in (0, layout.EXIT_STOPPED, layout.EXIT_INIT_FAILED):
+        pytest.fail(f"runtime exited {proc.returncode}\n{out}\n{err}")
+    return proc.returncode
+
+
+def attempts(job: Path) -> list[dict[str, str]]:
+    rows = []
+    for f in sorted((job / layout.LOG_ATTEMPTS_DIR).glob("*.csv")):
+        with open(f, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+def marks(paths: dict[str, Path], name: str) -> list[str]:
+    f = paths["marks"] / name
+    return f.read_text().split() if f.exists() else []
+
+
+def merged(job: Path) -> list[str]:
+    out = job / "outputs" / "predictions.csv"
+    queue.merge_results(job, out)
+    return out.read_text().splitlines()
+
+
+def test_two_instances_score_every_item_exactly_once(tmp_path: Path) -> None:
+    files = [f"f{i:03d}.txt" for i in range(47)]
+    paths = make_job(tmp_path, files, mini_batch_size=4, max_concurrency_per_instance=2,
+                     environment_variables={"MKL_NUM_THREADS": "7"})
+    env = {layout.ENV_CPUS: "4", layout.ENV_GPUS: "3,5"}
+    procs = [start(paths, "i0", **env), start(paths, "i1", **env)]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    lines = merged(paths["job"])
+    assert sorted(line.split()[0] for line in lines) == files  # all, once, in id order
+    assert [line.split()[0] for line in lines] == files
+    for line in lines:
+        _, omp, mkl, worker, cuda = line.split()
+        assert omp == "2" and mkl == "7"  # 4 CPUs / 2 workers; the user's own MKL value wins
+        assert cuda == {"0": "3", "1": "5"}[worker.rpartition(".")[2]]
+    counts = queue.counts(paths["job"])
+    assert (counts.done, counts.failed, counts.items_succeeded, counts.items_failed) == (12, 0, 47, 0)
+    assert sorted(marks(paths, "init.txt")) == ["i0.0", "i0.1", "i1.0", "i1.1"]
+    assert sorted(marks(paths, "shutdown.txt")) == ["i0.0", "i0.1", "i1.0", "i1.1"]
+    rows = attempts(paths["job"])
+    assert len(rows) == 12 and {r["Status"] for r in rows} == {layout.STATUS_DONE}
+    assert list(rows[0]) == list(layout.PROCESSED_COLUMNS)
+    assert not os.listdir(paths["job"] / layout.RUNNING_DIR)  # folders cleaned on exit
+    stdout = paths["job"] / layout.LOG_USER_STDOUT / "i0" / "i0.0.stdout.txt"
+    assert "hello from init" in stdout.read_text()
+    node = "".join(f.read_text() for f in (paths["job"] / layout.LOG_SYS_NODE).glob("*/*.*.txt"))
+    assert node.count("RUN_DONE") == 12
+
+
+def test_failing_run_is_retried_max_retries_times_then_failed(tmp_path: Path) -> None:
+    files = [f"ok{i}.txt" for i in range(8)] + ["bad1.txt", "bad2.txt"]
+    paths = make_job(tmp_path, files, mini_batch_size=2, max_retries=3)
+    assert run(paths) == 0
+    job = paths["job"]
+    failed = sorted(os.listdir(job / layout.FAILED_DIR))
+    assert failed == ["000000000.json"]  # bad1, bad2 sort first and share the first mini-batch
+    record = json.loads((job / layout.FAILED_DIR / failed[0]).read_text())
+    assert record["attempt"] == 3 and "cannot score bad1.txt" in record["error"]
+    rows = [r for r in attempts(job) if r["Status"] == layout.STATUS_EXCEPTION]
+    assert [(r["Mini-batch Id"], r["Picked Count"]) for r in rows] == [("000000000", str(i)) for i in (1, 2, 3)]
+    counts = queue.counts(job)
+    assert (counts.items_succeeded, counts.items_failed, counts.done, counts.failed) == (8, 2, 4, 1)
+    assert len(merged(job)) == 8
+    errors = (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
+    assert errors.count("Traceback") == 3 and "ValueError: cannot score bad1.txt" in errors
+
+
+def test_timeout_kills_the_worker_and_a_fresh_one_calls_init_again(tmp_path: Path) -> None:
+    files = ["a.txt", "slow.txt", "z1.txt", "z2.txt"]
+    paths = make_job(tmp_path, files, mini_batch_size=1, max_retries=2, timeout=1)
+    started = time.monotonic()
+    assert run(paths) == 0
+    assert time.monotonic() - started < 20
+    job = paths["job"]
+    assert marks(paths, "init.txt") == ["i0.0"] * 3  # first start + one restart per timeout
+    record = json.loads((job / layout.FAILED_DIR / "000000001.json").read_text())
+    assert record["status"] == layout.STATUS_TIMEOUT and record["items"] == ["slow.txt"]
+    assert "did not finish in 1 seconds" in record["error"]
+    timeouts = [r for r in attempts(job) if r["Status"] == layout.STATUS_TIMEOUT]
+    assert [r["Picked Count"] for r in timeouts] == ["1", "2"]
+    assert all(float(r["Run Method Seconds"]) >= 1 for r in timeouts)
+    assert sorted(line.split()[0] for line in merged(job)) == ["a.txt", "z1.txt", "z2.txt"]
+
+
+def test_worker_that_dies_has_its_batch_requeued(tmp_path: Path) -> None:
+    files = ["a.txt", "crashall.txt", "crashonce.txt", "d.txt"]
+    paths = make_job(tmp_path, files, mini_batch_size=1, max_retries=2)
+    assert run(paths) == 0
+    job = paths["job"]
+    assert sorted(line.split()[0] for line in merged(job)) == ["a.txt", "crashonce.txt", "d.txt"]
+    record = json.loads((job / layout.FAILED_DIR / "000000001.json").read_text())
+    assert record["status"] == layout.STATUS_LOST and record["items"] == ["crashall.txt"]
+    assert "returncode 3" in record["error"]
+    done = json.loads((job / layout.DONE_DIR / "000000002.json").read_text())
+    assert done["attempt"] == 1  # crashonce: lost once, then done
+    lost = [r["Mini-batch Id"] for r in attempts(job) if r["Status"] == layout.STATUS_LOST]
+    assert sorted(lost) == ["000000001", "000000001", "000000002"]
+    assert len(marks(paths, "init.txt")) == 4  # a new worker after each of the three deaths
+
+
+DATAFRAME_SCRIPT = """
+import os
+import pandas as pd
+
+def init():
+    pass
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    return pd.DataFrame({"file": names, "label": ["class " + n[0] for n in names],
+                         "probability": [0.5] * len(names)})
+"""
+
+
+def test_dataframe_output_is_formatted_like_azure(tmp_path: Path) -> None:
+    files = ["a one.png", "b.png", "c.png"]
+    paths = make_job(tmp_path, files, script=DATAFRAME_SCRIPT, mini_batch_size=2)
+    assert run(paths) == 0
+    out = paths["job"] / "outputs" / "predictions.csv"
+    queue.merge_results(paths["job"], out)
+    assert out.read_text() == '"a one.png" "class a" 0.5\nb.png "class b" 0.5\nc.png "class c" 0.5\n'
+    back = pd.read_csv(out, header=None, names=["file", "label", "probability"], sep=" ")
+    assert back["file"].tolist() == files
+
+
+SUMMARY_SCRIPT = """
+import os
+
+def init():
+    pass
+
+def run(mini_batch):
+    out = os.environ["AZUREML_BI_OUTPUT_PATH"]
+    for p in mini_batch:
+        with open(os.path.join(out, os.path.basename(p) + ".out"), "w") as f:
+            f.write("x")
+    return mini_batch[:1]  # only the first item counts as a success
+"""
+
+
+def test_summary_only_counts_and_writes_no_results(tmp_path: Path) -> None:
+    files = [f"s{i}.csv" for i in range(5)]
+    paths = make_job(tmp_path, files, script=SUMMARY_SCRIPT, mini_batch_size=2, output_action="summary_only")
+    assert run(paths) == 0
+    job = paths["job"]
+    assert os.listdir(job / layout.RESULTS_DIR) == []
+    counts = queue.counts(job)
+    assert (counts.done, counts.items_succeeded, counts.items_failed) == (3, 3, 2)
+    assert sorted(os.listdir(job / "outputs")) == [f + ".out" for f in files]
+
+
+def test_init_failing_max_retries_times_stops_the_instance(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, ["a.txt", "b.txt"], max_retries=2, environment_variables={"FAIL_INIT": "1"})
+    assert run(paths) == layout.EXIT_INIT_FAILED
+    job = paths["job"]
+    assert marks(paths, "init.txt") == ["i0.0", "i0.0"]
+    assert "init() failed 2 times in a row" in (job / layout.LOG_SYS_NODE / "i0" / "_main.txt").read_text()
+    assert "RuntimeError: init is broken" in (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
+    pending = json.loads((job / layout.PENDING_DIR / "000000000.json").read_text())
+    assert pending["attempt"] == 0  # init failures do not spend the mini-batch's tries
+
+
+def test_cancel_flag_stops_claiming(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, ["a.txt", "b.txt"])
+    (paths["job"] / layout.CANCEL_FLAG).touch()
+    assert run(paths) == layout.EXIT_STOPPED
+    assert len(os.listdir(paths["job"] / layout.PENDING_DIR)) == 1
+    assert os.listdir(paths["job"] / layout.DONE_DIR) == []
+
+
+def test_waits_for_claims_of_a_dead_instance_until_the_host_requeues_them(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, ["a.txt", "b.txt", "c.txt"], mini_batch_size=1)
+    job = paths["job"]
+    queue.Claimer(job, "dead.0").claim()  # an instance that died holding a.txt
+    queue.Claimer(job, "i0.0").claim()  # a claim left by an earlier life of this very instance
+    proc = start(paths)
+    try:
+        deadline = time.monotonic() + 20
+        while len(os.listdir(job / layout.DONE_DIR)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.6)
+        assert proc.poll() is None  # still waiting: a.txt is claimed by dead.0
+        assert sorted(os.listdir(job / layout.DONE_DIR)) == ["000000001.json", "000000002.json"]
+        assert (job / layout.RUNNING_DIR / "i0.0" / layout.HEARTBEAT_FILE).exists()
+        assert queue.requeue_worker(job, "dead.0", "instance dead.0 exited") == {"000000000": "requeued"}
+        proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert len(os.listdir(job / layout.DONE_DIR)) == 3
+    assert json.loads((job / layout.DONE_DIR / "000000001.json").read_text())["attempt"] == 1
+
+
+@pytest.mark.parametrize("breakage", ["no job.json", "no script"])
+def test_configuration_errors_exit_2(tmp_path: Path, breakage: str) -> None:
+    paths = make_job(tmp_path, ["a.txt"])
+    if breakage == "no job.json":
+        os.unlink(paths["job"] / layout.JOB_FILE)
+    else:
+        os.unlink(paths["code"] / "score.py")
+    proc = start(paths)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == layout.EXIT_USAGE
+    assert ("job.json" if breakage == "no job.json" else "scoring script not found") in err
+
+
+LONG_SCRIPT = """
+def run(mini_batch):
+    return [p.rsplit("/", 1)[1] + " part" + str(i) for p in mini_batch for i in range(3)]
+"""
+
+
+def test_more_rows_than_inputs_are_kept_but_capped_in_the_counts(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, ["a.txt", "b.txt"], script=LONG_SCRIPT, mini_batch_size=2)
+    assert run(paths) == 0
+    assert len(merged(paths["job"])) == 6
+    done = json.loads((paths["job"] / layout.DONE_DIR / "000000000.json").read_text())
+    assert (done["succeeded"], done["failed"]) == (2, 0)
+    node = (paths["job"] / layout.LOG_SYS_NODE / "i0" / "i0.0.txt").read_text()
+    assert "run() returned 6 items, which is more than input count 2" in node
