@@ -22,7 +22,9 @@ def query(data: Any, expression: str | None) -> Any:
     try:
         return jmespath.search(expression, data)
     except jmespath.exceptions.JMESPathError as e:
-        raise UserError(f"--query {expression!r}: {e}") from e
+        # jmespath's parse errors add the expression and a caret on further lines: keep one line.
+        detail = str(e).splitlines()[0].rstrip(" :")
+        raise UserError(f"--query {expression!r}: {detail}") from e
 
 
 def render(data: Any, fmt: str = "json", expression: str | None = None) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,17 +65,51 @@ class Rendered:
         return self.content_hash[:16]
 
 
+# What a Dockerfile may name as an image (repository[:tag][@digest]) or as the conda executable.
+_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}")
+_EXE_PATH = re.compile(r"[A-Za-z0-9._/+-]{1,512}")
+
+
+def docker_quote(value: object) -> str:
+    """`value` as one double-quoted Dockerfile word (ENV, LABEL): exact after Docker's unquoting.
+
+    Inside double quotes Docker unescapes only backslash, quote and dollar (and expands `$VAR`), so
+    those three are escaped. A line break (or any control character) would end the instruction and
+    let the rest start a new one: such values are refused.
+    """
+    text = str(value)
+    bad = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise UserError(f"{text!r} cannot go into a Dockerfile: it contains the control character {bad!r}")
+    return '"' + re.sub(r'([\\"$])', r"\\\1", text) + '"'
+
+
+def _checked(pattern: re.Pattern[str], what: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = str(value)
+        if not pattern.fullmatch(text):
+            raise UserError(f"{text!r} is not a valid {what} for a Dockerfile")
+        return text
+
+    return check
+
+
 def _environment(template_dir: Path | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
     loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # User strings reach the Dockerfile only through these filters (no Dockerfile injection).
+    env.filters["docker_quote"] = docker_quote
+    env.filters["image_ref"] = _checked(_IMAGE_REF, "image reference")
+    env.filters["exe_path"] = _checked(_EXE_PATH, "executable path")
+    return env
 
 
 def dockerfile(inp: RenderInput, *, legacy: bool = False) -> str:
@@ -155,6 +191,12 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
     elif (dest / "wheels").exists():
         for p in (dest / "wheels").iterdir():
             p.unlink()
+    # Filling wheels/ touched it and `dest` after _prune fixed them (the wheel files themselves are
+    # links into the wheelhouse: their metadata is the wheelhouse's, not ours to change).
+    for d in (dest / "wheels", dest):
+        if d.is_dir():
+            os.chmod(d, 0o755)
+            os.utime(d, (FIXED_MTIME, FIXED_MTIME))
     return Rendered(dest, h.hexdigest(), sorted(files))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import endpoints
+from .invoke import invoke
 from ._common import (
     NoWaitOpt,
     OutputOpt,
@@ -85,3 +86,6 @@ def delete(name: NameOpt, yes: YesOpt = False, no_wait: NoWaitOpt = False) -> No
 def list_jobs(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List the jobs of an endpoint, newest first."""
     emit(store().list_jobs(endpoint=name), output, query)
+
+
+app.command("invoke")(invoke)

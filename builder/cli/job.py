@@ -38,3 +38,90 @@ def list_(
 ) -> None:
     """List jobs, newest first."""
     emit(store().list_jobs(endpoint=endpoint_name, limit=max_results), output, query)
+
+
+@app.command("cancel")
+@guarded
+def cancel(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """Cancel a running job: instances stop claiming; the job ends Canceled."""
+    from ..jobs import service
+
+    emit(service.cancel(store(), name), output, query)
+
+
+@app.command("resume")
+@guarded
+def resume(
+    name: NameOpt,
+    no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Finish a job whose host process or instances died; finished mini-batches are not redone."""
+    from ..jobs import service
+    from ._progress import JobProgress
+
+    s = store()
+    service.resume(s, name)
+    if no_wait:
+        service.run_detached(name)
+        emit(s.get_job(name), output, query)
+        return
+    with JobProgress(name, quiet) as view:
+        done = service.run_attached(s, name, watch=view.update)
+    emit(s.get_job(name), output, query)
+    if done["status"] != "Completed":
+        raise typer.Exit(1)
+
+
+@app.command("stream")
+@guarded
+def stream(name: NameOpt) -> None:
+    """Follow a job until it ends, printing its progress."""
+    import time
+
+    from ..jobs.runner import FINAL
+
+    s = store()
+    last = None
+    while True:
+        job = s.get_job(name)
+        counts = job.get("counts") or {}
+        line = f"{job['status']} {counts}" if counts else job["status"]
+        if line != last:
+            typer.echo(line)
+            last = line
+        if job["status"] in FINAL:
+            break
+        time.sleep(0.5)
+
+
+@app.command("download")
+@guarded
+def download(
+    name: NameOpt,
+    output_name: Annotated[str, typer.Option("--output-name", help="score")] = "score",
+    download_path: Annotated[str, typer.Option("--download-path", "-p")] = ".",
+) -> None:
+    """Copy a job's outputs to DOWNLOAD_PATH/named-outputs/score/."""
+    from pathlib import Path
+
+    from ..jobs import service
+
+    target = service.download(store(), name, output_name, Path(download_path))
+    typer.echo(str(target))
+
+
+@app.command("logs")
+@guarded
+def logs(name: NameOpt) -> None:
+    """Print the job's result and progress overview, and where its logs are."""
+    from pathlib import Path
+
+    job = store().get_job(name)
+    d = Path(job["job_dir"]) / "logs"
+    for f in sorted(d.glob("job_progress_overview.*.txt"))[-1:] + [d / "job_result.txt", d / "job_error.txt"]:
+        if f.exists():
+            typer.echo(f"== {f.name}\n{f.read_text()}")
+    typer.echo(f"logs: {d}")

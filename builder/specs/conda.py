@@ -44,11 +44,16 @@ class CondaFile(Spec):
         return out
 
     def python_pin(self) -> str | None:
-        """The version in a ``python=X.Y[.Z]`` / ``python==X.Y`` dependency, if any."""
+        """The version in a ``python=X.Y[.Z]`` / ``python==X.Y`` / ``python X.Y`` dependency, if any.
+
+        A range (``python>=3.8``, ``python<4``) is not a pin: the base image's Python may satisfy it.
+        """
         for spec in self.conda_packages():
             name, rest = split_conda_spec(spec)
             if name == "python" and rest:
-                return rest.lstrip("=<>! ").split(",")[0].strip("=") or None
+                if rest[0] in "<>!~" or any(c in rest for c in ",|"):
+                    return None
+                return rest.lstrip("= ").split("=")[0].split(" ")[0] or None
         return None
 
 

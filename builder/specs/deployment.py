@@ -8,7 +8,8 @@ from typing import Any, Literal
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from .assets import EnvironmentSpec
-from .common import Spec, StrDict, Version, check_asset_name, check_endpoint_name
+from ..errors import SpecError
+from .common import Spec, StrDict, Version, check_asset_name, check_endpoint_name, parse_ref
 
 # Keys that the legacy layout (no `type`) keeps at the top level and `type: model` puts in settings.
 FLAT_SETTINGS = (
@@ -46,6 +47,16 @@ class InlineModel(Spec):
 class CodeConfiguration(Spec):
     code: str
     scoring_script: str
+
+    @field_validator("scoring_script")
+    @classmethod
+    def _script(cls, v: str) -> str:
+        # The name lands in an ENV line of the image's Dockerfile, where a line break would end
+        # the instruction and start another one.
+        bad = next((c for c in v if ord(c) < 0x20 or ord(c) == 0x7F), None)
+        if bad is not None:
+            raise ValueError(f"must not contain control characters (here {bad!r}), got {v!r}")
+        return v
 
 
 class RetrySettings(Spec):
@@ -156,6 +167,18 @@ class BatchDeployment(Spec):
     def _endpoint(cls, v: str) -> str:
         # The SDK lowercases endpoint_name in deployments.
         return check_endpoint_name(v.lower())
+
+    @field_validator("model", "environment")
+    @classmethod
+    def _ref(cls, v: Any) -> Any:
+        # A string is a registered-asset reference; refuse registry URIs and plain strings here,
+        # not later when the deployment is built.
+        if isinstance(v, str):
+            try:
+                parse_ref(v)
+            except SpecError as e:
+                raise ValueError(e.message) from None
+        return v
 
     @field_validator("compute")
     @classmethod

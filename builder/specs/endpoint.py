@@ -29,10 +29,14 @@ class BatchEndpoint(Spec):
     def _drop_read_only(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k not in READ_ONLY_KEYS}
-            mode = data.get("auth_mode")
-            if isinstance(mode, str) and mode in ("key", "aml_token"):
-                raise ValueError(f"auth_mode {mode!r} is not valid for batch endpoints; only aad_token is")
         return data
+
+    @field_validator("auth_mode", mode="before")
+    @classmethod
+    def _auth_mode(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in ("key", "aml_token"):
+            raise ValueError(f"{v!r} is not valid for batch endpoints; only aad_token is")
+        return v
 
     @field_validator("name")
     @classmethod

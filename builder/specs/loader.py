@@ -73,6 +73,8 @@ def parse_yaml(text: str, source: str) -> Located:
     """Parse YAML text that must hold one mapping."""
     if "\x00" in text:
         raise SpecError("not a text file (contains NUL bytes)", source=source)
+    if not text.strip():  # PyYAML trips over a line holding only a tab
+        raise SpecError("file is empty", source=source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -135,11 +137,28 @@ def _message(err: dict[str, Any]) -> str:
 
 def _field(loc: Sequence[Any]) -> str:
     # pydantic adds union-branch names (e.g. 'str', 'InlineModel') into loc; drop them.
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in _UNION_TAGS))]
-    return ".".join(parts)
+    return ".".join(str(p) for p in _clean_loc(list(loc)))
 
 
-_UNION_TAGS = {"str", "int", "dict[str,str]", "function-after[_coerce(), dict[str,str]]"}
+_UNION_TAGS = {"str", "int", "constrained-str", "dict[str,str]", "function-after[_coerce(), dict[str,str]]"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    # Branch names are a model class name, a type name, or a validator wrapper such as
+    # 'function-after[_one_source(), EnvironmentSpec]'. User keys (e.g. an unknown 'Foo') are kept.
+    return isinstance(part, str) and (part in _UNION_TAGS or "[" in part or part in _model_names())
+
+
+def _model_names() -> set[str]:
+    from .common import Spec
+
+    names: set[str] = set()
+    todo: list[type] = [Spec]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
 
 
 def validate(model: type[BaseModel], doc: Located, *, context: dict[str, Any] | None = None) -> Any:
@@ -156,7 +175,7 @@ def validate(model: type[BaseModel], doc: Located, *, context: dict[str, Any] | 
 
 
 def _clean_loc(loc: list[Any]) -> list[Any]:
-    return [p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or p in _UNION_TAGS))]
+    return [p for p in loc if not _is_union_tag(p)]
 
 
 def _best(errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ MINI_BATCH_SIZE = 10  # as in both deployment.yml files
 
 
 def sample_labels() -> dict[str, int]:
-    with open(SAMPLE_DIR / "sample-labels.csv", newline="") as fh:
+    with open(SAMPLE_DIR.parent / "sample-labels.csv", newline="") as fh:
         return {row["file"]: int(row["label"]) for row in csv.DictReader(fh)}
 
 

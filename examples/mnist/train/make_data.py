@@ -10,7 +10,7 @@ Run it alone to (re)write the sample input folder:
     python examples/mnist/train/make_data.py
 
 It writes `examples/mnist/sample/{0..99}.png` (the first 100 images of the held-out test split) and
-`examples/mnist/sample/sample-labels.csv` (columns file,label).
+`examples/mnist/sample-labels.csv` (columns file,label).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def write_sample(x_test: np.ndarray, y_test: np.ndarray, out_dir: Path = SAMPLE_
         name = f"{i}.png"
         Image.fromarray(x_test[i]).save(out_dir / name, optimize=True)
         rows.append((name, int(y_test[i])))
-    with open(out_dir / "sample-labels.csv", "w", newline="") as fh:
+    with open(out_dir.parent / "sample-labels.csv", "w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["file", "label"])
         writer.writerows(rows)

@@ -1,0 +1,238 @@
+"""Instance backends: where the runtime's supervisor processes run.
+
+- docker: one container per instance from the deployment's image, isolated by default
+  (`--network none`, non-root, read-only root filesystem, all capabilities dropped, inputs and
+  model read-only, limits from the compute profile);
+- process: the same runtime as local processes in the current Python environment (debugging,
+  fast tests, machines without an engine). Same job folder, same outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bepbuild_runtime import layout
+
+from ..errors import EngineError
+
+JOB_LABEL = "io.bepbuild.job"
+
+
+@dataclass
+class InstancePlan:
+    """What every instance of a job gets."""
+
+    job: str
+    job_dir: Path
+    input_root: Path
+    output_dir: Path
+    image: str
+    code_dir: Path  # process backend: the rendered context's code folder
+    model_dir: Path  # process backend: the folder holding <model-folder-name>/
+    scoring_script: str
+    cpus: float | None = None
+    memory: str | None = None
+    gpus: int = 0
+    pids_limit: int = 4096
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # uid:gid for containers
+
+
+class Backend(Protocol):
+    def start(self, plan: InstancePlan, instance: str) -> None: ...
+
+    def exited(self) -> dict[str, int]:
+        """Instances that have stopped since the last call, with their exit codes."""
+        ...
+
+    def running(self) -> list[str]: ...
+
+    def stop(self, instance: str | None = None) -> None: ...
+
+    def cleanup(self) -> None: ...
+
+
+def instance_name(i: int) -> str:
+    return f"instance-{i}"
+
+
+class ProcessBackend:
+    """`python -m bepbuild_runtime` subprocesses, one per instance."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, plan: InstancePlan, instance: str) -> None:
+        env = {**os.environ, **plan.env}
+        env[layout.ENV_MODEL_DIR] = str(plan.model_dir)
+        env[layout.ENV_OUTPUT_PATH] = str(plan.output_dir)
+        if plan.cpus:
+            env[layout.ENV_CPUS] = str(max(1, int(plan.cpus)))
+        # The scoring code imports its sibling modules; the runtime itself must come from here.
+        runtime_parent = str(Path(__import__("bepbuild_runtime").__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (runtime_parent, str(plan.code_dir), env.get("PYTHONPATH")) if p)
+        log = open(plan.job_dir / layout.LOGS_DIR / f"{instance}.process.txt", "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "bepbuild_runtime", "--job-dir", str(plan.job_dir), "--input-dir",
+               str(plan.input_root), "--instance", instance, "--code-dir", str(plan.code_dir),
+               "--scoring-script", plan.scoring_script]
+        self.procs[instance] = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+        log.close()
+
+    def exited(self) -> dict[str, int]:
+        out = {}
+        for name, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                out[name] = code
+                del self.procs[name]
+        return out
+
+    def running(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
+
+    def stop(self, instance: str | None = None) -> None:
+        import signal
+
+        for name, proc in list(self.procs.items()):
+            if instance is None or name == instance:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    def cleanup(self) -> None:
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+class DockerBackend:
+    """One container per instance, from the deployment's image."""
+
+    def __init__(self) -> None:
+        from .. import images
+
+        self.client = images.engine()
+        self.containers: dict[str, Any] = {}
+        self.plans: dict[str, InstancePlan] = {}
+
+    def start(self, plan: InstancePlan, instance: str) -> None:
+        import docker
+
+        name = f"bepbuild-{plan.job[:36]}-{instance}"
+        try:
+            old = self.client.containers.get(name)
+            old.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        env = {
+            **plan.env,
+            layout.ENV_JOB_DIR: layout.CONTAINER_JOB_DIR,
+            layout.ENV_INPUT_DIR: layout.CONTAINER_INPUT_DIR,
+            layout.ENV_INSTANCE: instance,
+            layout.ENV_OUTPUT_PATH: layout.CONTAINER_OUTPUT_DIR,
+        }
+        self.plans[instance] = plan
+        kwargs: dict[str, Any] = {}
+        if plan.cpus:
+            kwargs["nano_cpus"] = int(plan.cpus * 1e9)
+            env[layout.ENV_CPUS] = str(max(1, int(plan.cpus)))
+        if plan.memory:
+            kwargs["mem_limit"] = plan.memory
+        if plan.gpus:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
+            env[layout.ENV_GPUS] = ",".join(str(i) for i in range(plan.gpus))
+        volumes = {
+            str(plan.job_dir): {"bind": layout.CONTAINER_JOB_DIR, "mode": "rw"},
+            str(plan.input_root): {"bind": layout.CONTAINER_INPUT_DIR, "mode": "ro"},
+            str(plan.output_dir): {"bind": layout.CONTAINER_OUTPUT_DIR, "mode": "rw"},
+        }
+        try:
+            self.containers[instance] = self.client.containers.run(
+                plan.image, detach=True, name=name, environment=env, volumes=volumes, network_mode="none",
+                user=plan.user or f"{layout.RUNTIME_UID}:{layout.RUNTIME_GID}", read_only=True,
+                tmpfs={"/tmp": "rw,exec,size=1g"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                pids_limit=plan.pids_limit, labels={JOB_LABEL: plan.job, "io.bepbuild.instance": instance},
+                shm_size="256m", **kwargs,
+            )
+        except docker.errors.ImageNotFound as e:
+            raise EngineError(f"image {plan.image} is gone; deploy the deployment again") from e
+        except docker.errors.APIError as e:
+            raise EngineError(f"could not start {instance}: {e.explanation or e}") from e
+
+    def exited(self) -> dict[str, int]:
+        out = {}
+        for name, c in list(self.containers.items()):
+            try:
+                c.reload()
+            except Exception:
+                out[name] = -1
+                del self.containers[name]
+                continue
+            if c.status in ("exited", "dead"):
+                out[name] = int(c.attrs["State"].get("ExitCode", -1))
+                self._save_logs(c, name)
+                c.remove(force=True)
+                del self.containers[name]
+        return out
+
+    def _save_logs(self, c: Any, instance: str) -> None:
+        """Keep what the container printed (the supervisor's own stderr) with the job's logs."""
+        plan = self.plans.get(instance)
+        if plan is None:
+            return
+        try:
+            data = c.logs(stdout=True, stderr=True)
+        except Exception:
+            return
+        target = plan.job_dir / layout.LOGS_DIR / f"{instance}.container.txt"
+        with open(target, "ab") as f:
+            f.write(data)
+
+    def running(self) -> list[str]:
+        return list(self.containers)
+
+    def stop(self, instance: str | None = None) -> None:
+        for name, c in list(self.containers.items()):
+            if instance is None or name == instance:
+                try:
+                    c.stop(timeout=15)
+                except Exception:
+                    pass
+
+    def cleanup(self) -> None:
+        for c in self.containers.values():
+            try:
+                c.remove(force=True)
+            except Exception:
+                pass
+        self.containers.clear()
+
+
+def remove_job_containers(job: str) -> int:
+    """Remove containers left by an earlier life of a job (before resuming it)."""
+    from .. import images
+
+    n = 0
+    for c in images.engine().containers.list(all=True, filters={"label": f"{JOB_LABEL}={job}"}):
+        c.remove(force=True)
+        n += 1
+    return n
+
+
+def make(kind: str) -> Backend:
+    if kind == "docker":
+        return DockerBackend()
+    if kind == "process":
+        return ProcessBackend()
+    from ..errors import UserError
+
+    raise UserError(f"--backend must be docker or process, got {kind!r}")

@@ -1,0 +1,144 @@
+"""Resolve an invoke's --input into a local root folder and the items (relative paths) under it.
+
+Azure batch endpoints accept `uri_folder` and `uri_file` inputs only. A folder is listed without
+recursion (nested folders are not explored, as in Azure); a file is one one-item mini-batch.
+Symbolic links that lead outside the input folder are skipped (a scoring container could not read
+them anyway, and following them would expose files the user did not hand in).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..store import Store
+
+MAX_DOWNLOAD_BYTES = int(os.environ.get("BEPBUILD_MAX_DOWNLOAD_BYTES", str(10 * 1024**3)))
+DOWNLOAD_TIMEOUT = float(os.environ.get("BEPBUILD_DOWNLOAD_TIMEOUT", "60"))
+
+
+@dataclass
+class InputSpec:
+    """A resolved input: what the user gave, and where it is on this machine."""
+
+    given: str
+    type: str  # uri_folder | uri_file
+    root: Path  # folder the items are relative to (mounted read-only into instances)
+    single: str | None = None  # uri_file: the one item
+    url: str | None = None  # http(s) inputs: downloaded into the job folder first
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.given, "type": self.type, "root": str(self.root), "url": self.url}
+
+
+def resolve(store: Store, given: str, input_type: str | None) -> InputSpec:
+    """Turn --input (local path, http(s) URL, or azureml:data reference) into an InputSpec."""
+    if input_type not in (None, "uri_folder", "uri_file"):
+        raise UserError(f"--input-type must be uri_folder or uri_file, got {input_type!r}")
+    if given.startswith("azureml:"):
+        from ..registry import resolve as resolve_asset
+
+        data = resolve_asset(store, "data", given)
+        return resolve(store, data["path"], input_type or data["type"])
+    if given.startswith(("http://", "https://")):
+        kind = input_type or ("uri_file" if _looks_like_file(given) else "uri_folder")
+        return InputSpec(given, kind, Path(), url=given)
+    if "://" in given:
+        raise UserError(f"--input {given}: only local paths, http(s) URLs and azureml:<data> references work here")
+    p = Path(given).expanduser()
+    if not p.exists():
+        raise UserError(f"There is no folder on target path: {given}")
+    p = p.resolve()
+    kind = input_type or ("uri_file" if p.is_file() else "uri_folder")
+    if kind == "uri_folder" and not p.is_dir():
+        raise UserError(f"--input {given} is a file; use --input-type uri_file")
+    if kind == "uri_file":
+        if not p.is_file():
+            raise UserError(f"--input {given} is a folder; use --input-type uri_folder")
+        return InputSpec(given, kind, p.parent, single=p.name)
+    return InputSpec(given, kind, p)
+
+
+def _looks_like_file(url: str) -> bool:
+    name = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
+    return "." in name and not url.endswith("/")
+
+
+def items(spec: InputSpec) -> Iterator[str]:
+    """The item paths, relative to spec.root, in name order."""
+    if spec.single is not None:
+        yield spec.single
+        return
+    root = spec.root
+    names: list[str] = []
+    with os.scandir(root) as it:
+        for entry in it:
+            if entry.is_symlink():
+                target = Path(os.path.realpath(entry.path))
+                if root not in target.parents or not target.is_file():
+                    spec.skipped.append(entry.name)
+                    continue
+                names.append(entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                names.append(entry.name)
+    names.sort()
+    yield from names
+
+
+def download(spec: InputSpec, dest: Path) -> None:
+    """Fetch an http(s) input into `dest` (bounded in size and time); archives are unpacked."""
+    assert spec.url
+    dest.mkdir(parents=True, exist_ok=True)
+    name = urllib.parse.unquote(urllib.parse.urlparse(spec.url).path.rsplit("/", 1)[-1]) or "input"
+    target = dest / name
+    try:
+        with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as resp, open(target, "wb") as out:
+            size = int(resp.headers.get("Content-Length") or 0)
+            if size > MAX_DOWNLOAD_BYTES:
+                raise UserError(f"--input {spec.url}: {size} bytes is more than the limit of {MAX_DOWNLOAD_BYTES}")
+            copied = 0
+            while chunk := resp.read(1 << 20):
+                copied += len(chunk)
+                if copied > MAX_DOWNLOAD_BYTES:
+                    raise UserError(f"--input {spec.url}: larger than the limit of {MAX_DOWNLOAD_BYTES} bytes")
+                out.write(chunk)
+    except UserError:
+        target.unlink(missing_ok=True)
+        raise
+    except (OSError, ValueError) as e:
+        target.unlink(missing_ok=True)
+        raise UserError(f"--input {spec.url}: download failed: {e}") from e
+    if spec.type == "uri_file":
+        spec.root, spec.single = dest, name
+        return
+    folder = dest / "data"
+    folder.mkdir(exist_ok=True)
+    if zipfile.is_zipfile(target):
+        with zipfile.ZipFile(target) as z:
+            _safe_extract_zip(z, folder)
+    elif tarfile.is_tarfile(target):
+        with tarfile.open(target) as t:
+            t.extractall(folder, filter="data")
+    else:
+        shutil.move(str(target), folder / name)
+    target.unlink(missing_ok=True)
+    # An archive holding one folder: score the files inside it.
+    entries = list(folder.iterdir())
+    spec.root = entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def _safe_extract_zip(z: zipfile.ZipFile, dest: Path) -> None:
+    for member in z.infolist():
+        target = (dest / member.filename).resolve()
+        if dest.resolve() not in target.parents and target != dest.resolve():
+            raise UserError(f"archive member {member.filename!r} would land outside the input folder")
+    z.extractall(dest)

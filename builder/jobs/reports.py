@@ -1,0 +1,86 @@
+"""Host-side job logs, laid out like Azure ML's: overview, result, error, processed mini-batches."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bepbuild_runtime import layout
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def overview(job_dir: Path, job: dict[str, Any], counts: Any, instances: list[str]) -> None:
+    """`logs/job_progress_overview.<yyyymmddhh>.txt`: what a person checks first."""
+    stamp = time.strftime("%Y%m%d%H", time.gmtime())
+    total = counts.total if counts.total is not None else job.get("mini_batches")
+    lines = [
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC  job {job['name']}  status {job.get('status')}",
+        f"Total mini batches: {total}",
+        f"Processed mini batches: {counts.done + counts.failed} (done {counts.done}, failed {counts.failed})",
+        f"Pending: {counts.pending}  Running: {counts.running}",
+        f"Items succeeded: {counts.items_succeeded}  failed: {counts.items_failed}",
+        f"Instances running: {', '.join(instances) or 'none'}",
+    ]
+    if job.get("error"):
+        lines.append(f"Error: {job['error']}")
+    _write(job_dir / f"{layout.LOG_PROGRESS_PREFIX}{stamp}.txt", "\n".join(lines) + "\n")
+
+
+def result(job_dir: Path, job: dict[str, Any]) -> None:
+    """`logs/job_result.txt` (and `logs/job_error.txt` when the job failed)."""
+    status = job["status"]
+    if status == "Completed":
+        text = f"Job {job['name']} completed. {job.get('summary', '')}\n"
+    else:
+        text = (
+            f"Job {job['name']} {status.lower()}: {job.get('error') or ''}\n"
+            "Check logs/user/error/ for tracebacks of init()/run(), logs/sys/node/ for each mini-batch, "
+            "and logs/sys/job_report/processed_mini-batches.csv for every attempt.\n"
+        )
+    _write(job_dir / layout.LOG_RESULT, text)
+    if status == "Failed":
+        _write(job_dir / layout.LOG_ERROR, f"{job.get('error') or 'failed'}\n" + _first_errors(job_dir))
+
+
+def _first_errors(job_dir: Path, limit: int = 3) -> str:
+    folder = job_dir / layout.LOG_USER_ERROR
+    out = []
+    for p in sorted(folder.rglob("*.txt")) if folder.exists() else []:
+        text = p.read_text(errors="replace").strip()
+        if text:
+            out.append(f"--- {p.relative_to(job_dir)} ---\n{text[-2000:]}\n")
+        if len(out) >= limit:
+            break
+    return "".join(out)
+
+
+def processed_mini_batches(job_dir: Path) -> int:
+    """Merge every worker's attempts CSV into `processed_mini-batches.csv`; returns the rows."""
+    folder = job_dir / layout.LOG_ATTEMPTS_DIR
+    header = ",".join(layout.PROCESSED_COLUMNS) + "\n"
+    rows = 0
+    target = job_dir / layout.LOG_PROCESSED_MINI_BATCHES
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".processed.tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(header)
+        for p in sorted(folder.glob("*.csv")) if folder.exists() else []:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                first = True
+                for line in f:
+                    if first:
+                        first = False
+                        if line.startswith("Mini-batch Id"):
+                            continue
+                    out.write(line)
+                    rows += 1
+    os.replace(tmp, target)
+    return rows

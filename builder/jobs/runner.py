@@ -1,0 +1,165 @@
+"""Run a job to its end: start instances, watch the queue, requeue what dead instances held,
+enforce the error threshold, then merge results and write the final status.
+
+All state lives in the job folder, so the same function also resumes a job whose host process
+or instances died: claims under running/ are given back first, finished mini-batches stay done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bepbuild_runtime import layout, queue
+
+from ..store import Store
+from . import reports
+from .backends import Backend, InstancePlan, instance_name, make
+
+POLL_SECONDS = 0.1
+FINAL = ("Completed", "Failed", "Canceled")
+NO_RESULT = (
+    "No succeeded mini batch item returned from run(). Please check 'response: run()' in "
+    "https://aka.ms/batch-inference-documentation"
+)
+# Supervisor exits after which restarting the instance cannot help.
+FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
+               layout.EXIT_INIT_FAILED: "init() failed on every try"}
+
+Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / layout.JOB_FILE).read_text())
+
+
+def write_job(job_dir: Path, job: dict[str, Any]) -> None:
+    tmp = job_dir / f".{layout.JOB_FILE}.tmp"
+    tmp.write_text(json.dumps(job, indent=1, sort_keys=True))
+    os.replace(tmp, job_dir / layout.JOB_FILE)
+
+
+def set_state(store: Store, job_dir: Path, job: dict[str, Any], **changes: Any) -> None:
+    job.update(changes)
+    write_job(job_dir, job)
+    store.update_job(job["name"], **{k: job[k] for k in changes})
+
+
+def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
+    res = job.get("resources") or {}
+    return InstancePlan(
+        job=job["name"], job_dir=job_dir, input_root=Path(job["input_root"]), output_dir=Path(job["output_dir"]),
+        image=job["image"], code_dir=Path(job["code_dir"]), model_dir=Path(job["model_dir"]),
+        scoring_script=job["scoring_script"], cpus=res.get("cpus"), memory=res.get("memory"),
+        gpus=int(res.get("gpus") or 0), user=job.get("container_user"),
+    )
+
+
+def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[str, Any]:
+    """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json."""
+    job = read_job(job_dir)
+    settings = job["settings"]
+    max_retries = int(settings["max_retries"])
+    threshold = int(settings["error_threshold"])
+    n = int(settings["instance_count"])
+    # Whatever is still claimed belongs to instances of an earlier life: give it back.
+    for worker in sorted(os.listdir(job_dir / layout.RUNNING_DIR)):
+        queue.requeue_worker(job_dir, worker, "job resumed: the instance that held it is gone", max_retries)
+    backend: Backend = make(job["backend"])
+    plan = plan_for(job, job_dir)
+    if job.get("status") != "Running":
+        set_state(store, job_dir, job, status="Running", started_at=job.get("started_at") or _now())
+    reader = queue.ProgressReader(job_dir)
+    counts = reader.read()
+    error: str | None = None
+    outcome: str | None = None
+    restarts, max_restarts = 0, n * (max_retries + 1)
+    try:
+        if not queue.is_drained(job_dir):
+            for i in range(n):
+                backend.start(plan, instance_name(i))
+        last_overview = 0.0
+        while True:
+            counts = reader.read()
+            running = backend.running()
+            if watch:
+                watch(counts, running, job)
+            now = time.monotonic()
+            if now - last_overview > 5:
+                reports.overview(job_dir, job, counts, running)
+                last_overview = now
+            if outcome is None and (job_dir / layout.CANCEL_FLAG).exists():
+                outcome, error = "Canceled", "canceled by the user"
+                backend.stop()
+            if outcome is None and threshold >= 0 and counts.items_failed > threshold:
+                outcome, error = "Failed", f"Exceeded error threshold: {counts.items_failed} failed items > {threshold}."
+                (job_dir / layout.ABORT_FLAG).touch()
+            for inst, code in backend.exited().items():
+                for worker in os.listdir(job_dir / layout.RUNNING_DIR):
+                    if layout.instance_of(worker) == inst:
+                        queue.requeue_worker(job_dir, worker, f"{inst} exited with code {code}", max_retries)
+                if outcome is not None or queue.is_drained(job_dir):
+                    continue
+                if code in FATAL_EXITS:
+                    error = f"{inst}: {FATAL_EXITS[code]} (exit code {code}); see logs/user/error/"
+                    if not backend.running():
+                        outcome = "Failed"
+                    continue
+                if restarts >= max_restarts:
+                    error = f"instances exited {restarts} times without finishing the queue (last code {code})"
+                    if not backend.running():
+                        outcome = "Failed"
+                    continue
+                restarts += 1
+                backend.start(plan, inst)
+            if not backend.running():
+                break
+            for worker in queue.stale_workers(job_dir):
+                if layout.instance_of(worker) not in backend.running():
+                    queue.requeue_worker(job_dir, worker, "heartbeat expired", max_retries)
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        backend.stop()
+        backend.cleanup()
+        raise
+    backend.cleanup()
+    counts = reader.read()
+    return finalize(store, job_dir, job, counts, outcome, error)
+
+
+def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.QueueCounts, outcome: str | None,
+             error: str | None) -> dict[str, Any]:
+    """Merge outputs and write the final status and logs."""
+    settings = job["settings"]
+    set_state(store, job_dir, job, status="Finalizing")
+    reports.processed_mini_batches(job_dir)
+    drained = queue.is_drained(job_dir)
+    if outcome is None and not drained:
+        outcome, error = "Failed", error or "the queue was not finished"
+    if outcome is None and settings["output_action"] == "append_row":
+        if counts.items_succeeded == 0:
+            outcome, error = "Failed", NO_RESULT
+        else:
+            out = Path(job["output_file"])
+            if not (job.get("merged") and out.exists()):
+                queue.merge_results(job_dir, out)
+            job["merged"] = True
+    status = outcome or "Completed"
+    summary = (f"{counts.done + counts.failed} mini-batches ({counts.failed} failed); items: "
+               f"{counts.items_succeeded} succeeded, {counts.items_failed} failed")
+    set_state(
+        store, job_dir, job, status=status, error=error, ended_at=_now(), summary=summary,
+        counts={"mini_batches": counts.total, "done": counts.done, "failed": counts.failed,
+                "items_succeeded": counts.items_succeeded, "items_failed": counts.items_failed},
+    )
+    reports.overview(job_dir, job, counts, [])
+    reports.result(job_dir, job)
+    return job
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,280 @@
+"""Job verbs: invoke (create + run), resume, cancel, show, download."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bepbuild_runtime import layout, queue
+
+from .. import config
+from ..errors import ConflictError, NotFoundError, SpecError, UserError
+from ..specs import Settings
+from ..specs.loader import Located, validate
+from ..specs.overrides import apply, parse_assignment
+from ..store import Store
+from . import inputs, runner
+
+# `--set` keys a job accepts (az's BatchJobSchema); the others are deployment-only.
+JOB_SET_KEYS = {
+    "output_file_name": ("output_file_name",),
+    "mini_batch_size": ("mini_batch_size",),
+    "error_threshold": ("error_threshold",),
+    "max_retries": ("retry_settings", "max_retries"),
+    "retry_settings.max_retries": ("retry_settings", "max_retries"),
+    "timeout": ("retry_settings", "timeout"),
+    "retry_settings.timeout": ("retry_settings", "timeout"),
+    "instance_count": ("instance_count",),
+    "compute.instance_count": ("instance_count",),
+}
+
+
+@dataclass
+class InvokeRequest:
+    endpoint: str
+    input: str
+    deployment: str | None = None
+    input_type: str | None = None
+    mini_batch_size: int | None = None
+    instance_count: int | None = None
+    max_retries: int | None = None
+    timeout: int | None = None
+    error_threshold: int | None = None
+    output_path: str | None = None
+    sets: Iterable[str] = ()
+    job_name: str | None = None
+    backend: str = "docker"
+
+
+def _settings(dep: dict[str, Any], req: InvokeRequest) -> dict[str, Any]:
+    """The deployment's settings with the job's overrides, validated like the YAML."""
+    base = dict(dep.get("settings") or {})
+    instance_count = int((dep.get("resources") or {}).get("instance_count", 1))
+    overrides: dict[tuple[str, ...], Any] = {}
+    for text in req.sets:
+        parts, value = parse_assignment(text)
+        key = ".".join(parts)
+        if key == "job_name":
+            req.job_name = str(value)
+            continue
+        if key in ("output_dataset.path", "output_path"):
+            req.output_path = str(value)
+            continue
+        if key not in JOB_SET_KEYS:
+            raise SpecError(
+                f"--set {text!r}: {key} cannot be changed per job; one of "
+                f"{', '.join(sorted(JOB_SET_KEYS))}, job_name, output_dataset.path"
+            )
+        overrides[JOB_SET_KEYS[key]] = value
+    for flag, path in (("mini_batch_size", ("mini_batch_size",)), ("max_retries", ("retry_settings", "max_retries")),
+                       ("timeout", ("retry_settings", "timeout")), ("error_threshold", ("error_threshold",)),
+                       ("instance_count", ("instance_count",))):
+        if getattr(req, flag) is not None:
+            overrides[path] = getattr(req, flag)
+    if ("instance_count",) in overrides:
+        instance_count = overrides.pop(("instance_count",))
+    doc = apply(base, [f"{'.'.join(k)}={_yaml_scalar(v)}" for k, v in overrides.items()])
+    spec = validate(Settings, Located(doc, {}, "invoke"))
+    flat = spec.model_dump(mode="json")
+    retry = flat.pop("retry_settings")
+    flat.update(max_retries=retry["max_retries"], timeout=retry["timeout"])
+    try:
+        flat["instance_count"] = int(instance_count)
+        if flat["instance_count"] < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SpecError(f"must be a positive integer, got {instance_count!r}", field="instance_count") from None
+    flat.pop("instance_count_", None)
+    return flat
+
+
+def _yaml_scalar(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
+def _output_dir(req: InvokeRequest, job_dir: Path) -> Path:
+    if not req.output_path:
+        return job_dir / layout.OUTPUTS_DIR
+    path = req.output_path
+    if path.startswith("azureml://datastores/"):
+        rest = path[len("azureml://datastores/"):]
+        store_name, _, sub = rest.partition("/paths/")
+        return config.home() / "datastores" / store_name / sub.strip("/")
+    if "://" in path:
+        raise UserError(f"--output-path {path}: give a local folder or azureml://datastores/<name>/paths/<path>")
+    return Path(path).expanduser().resolve()
+
+
+def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
+    """Create a job folder and queue for an invoke; the caller then runs or detaches it."""
+    ep = store.get_endpoint(req.endpoint)
+    deployment = req.deployment or (ep.get("defaults") or {}).get("deployment_name")
+    if not deployment:
+        if not store.list_deployments(req.endpoint):
+            raise NotFoundError(f"No deployment exists for endpoint {req.endpoint!r}")
+        raise NotFoundError(
+            f"No valid deployments to route to for endpoint {req.endpoint!r}: set a default "
+            "(batch-endpoint update --set defaults.deployment_name=NAME) or pass --deployment-name"
+        )
+    dep = store.get_deployment(req.endpoint, deployment)
+    settings = _settings(dep, req)
+    name = req.job_name or str(uuid.uuid4())
+    if not layout.path("", name) or "/" in name or name.startswith("."):
+        raise UserError(f"--job-name {name!r} is not a valid name")
+    try:
+        store.get_job(name)
+        raise ConflictError(f"job {name!r} already exists")
+    except NotFoundError:
+        pass
+    resources = _resources(store, dep, settings)
+    spec = inputs.resolve(store, req.input, req.input_type)
+    job_dir = config.jobs_dir() / name
+    out_dir = _output_dir(req, job_dir)
+    out_file = out_dir / settings["output_file_name"] if settings["output_action"] == "append_row" else None
+    if out_file is not None and out_file.exists():
+        raise ConflictError(f"output file exists, refusing to overwrite it: {out_file}")
+    if spec.url is None and out_dir == spec.root:
+        raise UserError("--output-path is the input folder: outputs would become inputs of the next job")
+    if job_dir.exists():
+        raise ConflictError(f"job folder exists: {job_dir}")
+    context = config.home() / "contexts" / f"{req.endpoint}-{deployment}"
+    job: dict[str, Any] = {
+        "name": name, "endpoint": req.endpoint, "deployment": deployment, "image": dep["image"],
+        "backend": req.backend, "status": "Queued", "settings": settings,
+        "scoring_script": dep["code_configuration"]["scoring_script"],
+        "input": spec.to_json(), "input_root": str(spec.root), "output_dir": str(out_dir),
+        "output_file": str(out_file) if out_file else None, "job_dir": str(job_dir),
+        "code_dir": str(context / "code"), "model_dir": str(context / "model"), "resources": resources,
+        "experiment_name": req.endpoint, "created_at": runner._now(),
+    }
+    store.add_job(name, job)
+    try:
+        job_dir.mkdir(parents=True)
+        queue.ensure_dirs(job_dir)
+        runner.write_job(job_dir, job)
+        runner.set_state(store, job_dir, job, status="Preparing")
+        if spec.url:
+            inputs.download(spec, job_dir / layout.INPUTS_DIR)
+            job["input_root"] = str(spec.root)
+        count = queue.write_queue(job_dir, inputs.items(spec), settings["mini_batch_size"])
+        if count == 0:
+            raise UserError(f"--input {req.input}: no files to score")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        job["container_user"] = _share_with_containers(job_dir, out_dir, req.output_path is None)
+        notes = [f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder"] if spec.skipped else []
+        runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
+                         container_user=job["container_user"])
+    except BaseException as e:
+        msg = e.line() if hasattr(e, "line") else str(e)
+        store.update_job(name, status="Failed", error=msg)
+        if job_dir.exists():
+            shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    return job
+
+
+def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    compute = dep.get("compute")
+    if not compute:
+        return {}
+    try:
+        c = store.get_compute(compute)
+    except NotFoundError:
+        return {"compute": compute}
+    if settings["instance_count"] > int(c.get("max_instances", 1)):
+        raise UserError(
+            f"instance_count {settings['instance_count']} is more than compute {compute}'s max_instances "
+            f"({c.get('max_instances')})"
+        )
+    return {"compute": compute, "cpus": c.get("cpus"), "memory": c.get("memory"), "gpus": c.get("gpus", 0)}
+
+
+def _share_with_containers(job_dir: Path, out_dir: Path, own_output: bool) -> str:
+    """The uid:gid scoring containers run as, and the job folder handed to it.
+
+    A non-root host user runs containers as itself. When the host user is root, containers still
+    run as a fixed non-root user, and the job folder (and an output folder bepbuild made) are given
+    to that user so that its writes succeed.
+    """
+    if os.getuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"
+    uid, gid = layout.RUNTIME_UID, layout.RUNTIME_GID
+    for root, dirs, files in os.walk(job_dir):
+        os.chown(root, uid, gid)
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), uid, gid)
+    if own_output or not any(out_dir.iterdir()):
+        os.chown(out_dir, uid, gid)
+    return f"{uid}:{gid}"
+
+
+def job_dir_of(store: Store, name: str) -> Path:
+    job = store.get_job(name)
+    return Path(job["job_dir"])
+
+
+def run_attached(store: Store, name: str, watch: runner.Watcher | None = None) -> dict[str, Any]:
+    return runner.run(store, job_dir_of(store, name), watch=watch)
+
+
+def run_detached(name: str) -> int:
+    """Run the job in a background process that outlives this one; returns its pid."""
+    log = config.jobs_dir() / name / layout.LOGS_DIR / "host.txt"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "bepbuild.jobs", "run", name], stdout=f, stderr=f,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+    return proc.pid
+
+
+def resume(store: Store, name: str) -> Path:
+    """Prepare a job that did not finish for another run (its finished mini-batches stay done)."""
+    job = store.get_job(name)
+    if job.get("status") == "Completed":
+        raise ConflictError(f"job {name} is already Completed")
+    job_dir = Path(job["job_dir"])
+    if not (job_dir / layout.JOB_FILE).exists() or queue.total_count(job_dir) is None:
+        raise ConflictError(f"job {name} never got its queue written; invoke again")
+    if job.get("backend") == "docker":
+        from .backends import remove_job_containers
+
+        remove_job_containers(name)
+    for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
+        (job_dir / flag).unlink(missing_ok=True)
+    doc = runner.read_job(job_dir)
+    doc.update(status="Queued", error=None)
+    runner.write_job(job_dir, doc)
+    store.update_job(name, status="Queued", error=None)
+    return job_dir
+
+
+def cancel(store: Store, name: str) -> dict[str, Any]:
+    """Ask a running job to stop: instances stop claiming and the job ends Canceled."""
+    job = store.get_job(name)
+    if job.get("status") in runner.FINAL:
+        raise ConflictError(f"job {name} already ended: {job['status']}")
+    job_dir = Path(job["job_dir"])
+    (job_dir / layout.CANCEL_FLAG).touch()
+    return store.update_job(name, cancel_requested=True)
+
+
+def download(store: Store, name: str, output_name: str, dest: Path) -> Path:
+    """Copy a job's outputs like `az ml job download --output-name score`."""
+    job = store.get_job(name)
+    if output_name not in ("score", "default"):
+        raise UserError(f"--output-name must be score (the only output of a model deployment), got {output_name!r}")
+    target = dest / "named-outputs" / "score"
+    target.mkdir(parents=True, exist_ok=True)
+    src = Path(job["output_dir"])
+    if not src.exists():
+        raise NotFoundError(f"job {name} has no outputs at {src}")
+    for p in sorted(src.iterdir()):
+        if p.is_file():
+            shutil.copy2(p, target / p.name)
+    return target
