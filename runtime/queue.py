@@ -30,14 +30,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import layout
-from ._fs import JSON, dumps, is_claim, total_count, unlink_quiet, worker_dir, write_atomic
+from ._fs import JSON, dumps, is_claim, listdir, total_count, unlink_quiet, worker_dir, write_atomic
 from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
 from .reports import SYSTEM_ERROR, WorkerLogs
 
 # The host imports the whole protocol from this module; the read side lives in progress.py.
 __all__ = [
     "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
-    "ensure_dirs", "fail_attempt", "is_drained", "looks_empty", "merge_results", "requeue_worker",
+    "ensure_dirs", "fail_attempt", "is_drained", "looks_empty", "merge_results", "requeue_instance",
+    "requeue_worker",
     "stale_workers", "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
 ]
 
@@ -123,7 +124,7 @@ class Claimer:
                 if not won_since_listing:
                     # Every rename failed: maybe our folder was swept by a requeue. Recreate it.
                     os.makedirs(self.folder, exist_ok=True)
-                self._names = sorted(n for n in os.listdir(self._pending) if is_claim(n))
+                self._names = sorted(n for n in listdir(self._pending) if is_claim(n))
                 self._next = 0
                 relisted = True
                 won_since_listing = False
@@ -165,7 +166,11 @@ def complete(
     bid = batch["id"]
     result = layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX)
     if result_text:
-        write_atomic(result, result_text.encode("utf-8", "surrogateescape"), folder)
+        try:  # undecodable file names (surrogateescape) get their original bytes back
+            data = result_text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # other lone surrogates: keep the row, escaped
+            data = result_text.encode("utf-8", "backslashreplace")
+        write_atomic(result, data, folder)
     elif batch.get("attempt"):
         unlink_quiet(result)  # rows of an earlier try that died before writing its done file
     total = len(batch["items"])
@@ -268,6 +273,20 @@ def requeue_worker(
                 logs.attempt(batch, status, start=time.time(), elapsed=0.0,
                              error_category=SYSTEM_ERROR, error_message=reason)
     shutil.rmtree(worker_dir(job, worker), ignore_errors=True)
+    return outcomes
+
+
+def requeue_instance(
+    job_dir: str | os.PathLike[str],
+    instance: str,
+    reason: str,
+    max_retries: int | None = None,
+) -> dict[str, str]:
+    """requeue_worker for every worker folder of a dead instance; return {id: outcome}."""
+    outcomes: dict[str, str] = {}
+    for name in sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR))):
+        if layout.instance_of(name) == instance:
+            outcomes.update(requeue_worker(job_dir, name, reason, max_retries))
     return outcomes
 
 

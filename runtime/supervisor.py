@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout, queue, reports, settings
-from ._fs import listdir
 from .worker import BATCH, PHASE, PHASE_READY, STARTED, STATE_SIZE, WorkerSpec, worker_main
 
 POLL_SECONDS = 0.15
@@ -202,18 +201,25 @@ class Supervisor:
                 self.init_failures = 0
 
     # -- stopping ------------------------------------------------------------------------------
-    def begin_stop(self, code: int) -> None:
-        """Stop claiming; workers finish their current mini-batch, call shutdown() and exit."""
+    def begin_stop(self, code: int, grace: float | None = None) -> None:
+        """Stop claiming; workers finish their current mini-batch, call shutdown() and exit.
+
+        Whatever still runs after `grace` seconds (default: the run() timeout plus
+        STOP_GRACE_SECONDS, so a hanging shutdown() cannot keep the instance alive) is killed.
+        """
         if self.exit_code is None:
             self.exit_code = code
             self.stop_flag.value = 1
+        if grace is None:
+            grace = self.settings.timeout + STOP_GRACE_SECONDS
+        deadline = time.monotonic() + grace
+        if self.stop_deadline is None or deadline < self.stop_deadline:
+            self.stop_deadline = deadline
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         """SIGTERM/SIGINT: stop claiming, give in-flight work STOP_GRACE_SECONDS; twice: now."""
         self.signalled += 1
-        self.begin_stop(layout.EXIT_STOPPED)
-        grace = STOP_GRACE_SECONDS if self.signalled == 1 else 0.0
-        self.stop_deadline = time.monotonic() + grace
+        self.begin_stop(layout.EXIT_STOPPED, STOP_GRACE_SECONDS if self.signalled == 1 else 0.0)
 
     def check_flags(self) -> bool:
         """Stop on control/cancel or control/abort; True if one is there."""
@@ -245,9 +251,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         self.note(f"starting {len(self.slots)} workers, {self.threads} threads each; script {self.script}")
         # Claims left by an earlier life of this instance (same name) are ours to give back.
-        for name in listdir(layout.path(self.job, layout.RUNNING_DIR)):
-            if layout.instance_of(name) == self.instance:
-                queue.requeue_worker(self.job, name, "instance restarted", self.settings.max_retries)
+        queue.requeue_instance(self.job, self.instance, "instance restarted", self.settings.max_retries)
         if self.check_flags():  # cancelled before we started: claim nothing
             self.note(f"exiting with code {layout.EXIT_STOPPED}")
             return layout.EXIT_STOPPED

@@ -125,8 +125,11 @@ def worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
     _prepare_process(spec)
     logs = reports.WorkerLogs(spec.job_dir, spec.name)
     logs.note(f"pid={os.getpid()} starting: threads={spec.threads} gpu={spec.gpu}")
-    workdir = tempfile.mkdtemp(prefix=f"bepbuild-{spec.name}-")
-    os.chdir(workdir)  # Azure runs workers in a temp dir; the code dir may be read-only
+    try:
+        workdir: str | None = tempfile.mkdtemp(prefix=f"bepbuild-{spec.name}-")
+        os.chdir(workdir)  # Azure runs workers in a temp dir; the code dir may be read-only
+    except OSError:  # no writable temp dir (read-only root): stay where we are
+        workdir = None
     try:
         module = import_script(spec.code_dir, spec.scoring_script, spec.settings.logging_level)
         init = getattr(module, "init", None)
@@ -151,7 +154,8 @@ def worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
             _traceback_to(spec.job_dir, spec.name, "shutdown() failed:")
     logs.note("stopped")
     logs.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(layout.EXIT_OK)
 
 
@@ -163,7 +167,9 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     formatter = output.format_append_row if settings.output_action == APPEND_ROW else output.count_summary
     tries = settings.tries
     clock, wall, cpu = time.perf_counter, time.time, time.process_time
-    while not stop.value:
+    parent = os.getppid()
+    # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
+    while not stop.value and os.getppid() == parent:
         batch = claimer.claim()
         if batch is None:
             time.sleep(IDLE_POLL_SECONDS)

@@ -269,3 +269,13 @@ def test_looks_empty_and_is_drained(tmp_path: Path) -> None:
     # A done record lost by hand: the listing looks empty but the count says otherwise.
     os.unlink(job / layout.DONE_DIR / "000000000.json")
     assert queue.looks_empty(job) and not queue.is_drained(job)
+
+
+def test_requeue_instance_covers_all_its_workers_and_no_other(tmp_path: Path) -> None:
+    job = _job(tmp_path, 3, 1)
+    for worker in ("dead.0", "dead.1", "alive.0"):
+        queue.Claimer(job, worker).claim()
+    out = queue.requeue_instance(job, "dead", "container exited 137", max_retries=3)
+    assert out == {"000000000": "requeued", "000000001": "requeued"}
+    assert sorted(os.listdir(job / layout.RUNNING_DIR)) == ["alive.0"]
+    assert _names(job / layout.PENDING_DIR) == ["000000000.json", "000000001.json"]

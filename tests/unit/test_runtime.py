@@ -46,6 +46,8 @@ def run(mini_batch):
             if not os.path.exists(marker):
                 open(marker, "w").close()
                 os._exit(3)
+        if name.startswith("nap"):
+            time.sleep(0.1)
         if name.startswith("crashall"):
             os._exit(3)
         with open(os.path.join(os.path.dirname(mini_batch[0]), name)) as f:
@@ -262,6 +264,31 @@ def test_cancel_flag_stops_claiming(tmp_path: Path) -> None:
     assert run(paths) == layout.EXIT_STOPPED
     assert len(os.listdir(paths["job"] / layout.PENDING_DIR)) == 1
     assert os.listdir(paths["job"] / layout.DONE_DIR) == []
+
+
+@pytest.mark.parametrize("how", ["cancel", "abort", "sigterm"])
+def test_stop_mid_job_finishes_in_flight_work_and_loses_nothing(tmp_path: Path, how: str) -> None:
+    files = [f"nap{i:02d}.txt" for i in range(40)]
+    paths = make_job(tmp_path, files, mini_batch_size=1, max_concurrency_per_instance=2)
+    job = paths["job"]
+    proc = start(paths)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.listdir(job / layout.DONE_DIR) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if how == "sigterm":
+            proc.terminate()
+        else:
+            (job / (layout.CANCEL_FLAG if how == "cancel" else layout.ABORT_FLAG)).touch()
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == layout.EXIT_STOPPED
+    done, pending = os.listdir(job / layout.DONE_DIR), os.listdir(job / layout.PENDING_DIR)
+    assert len(done) < 40 and len(done) + len(pending) == 40  # stopped early, nothing lost
+    assert os.listdir(job / layout.RUNNING_DIR) == []
+    assert all(json.loads((job / layout.PENDING_DIR / p).read_text())["attempt"] == 0 for p in pending)
+    assert sorted(marks(paths, "shutdown.txt")) == ["i0.0", "i0.1"]
 
 
 def test_waits_for_claims_of_a_dead_instance_until_the_host_requeues_them(tmp_path: Path) -> None:
