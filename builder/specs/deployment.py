@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
-from .assets import EnvironmentSpec
 from ..errors import SpecError
+from .assets import EnvironmentSpec
 from .common import Spec, StrDict, Version, check_asset_name, check_endpoint_name, parse_ref
 
 # Keys that the legacy layout (no `type`) keeps at the top level and `type: model` puts in settings.
