@@ -142,11 +142,15 @@ class Supervisor:
         proc.join()
         code = proc.exitcode
         stopping = self.exit_code is not None
+        was_ready = slot.state[PHASE] >= PHASE_READY  # shared memory outlives the process
+        if was_ready:
+            self.init_failures = 0
         if slot.killed == layout.STATUS_TIMEOUT:
             self._fail_timed_out(slot)
-        elif slot.killed == layout.STATUS_INIT_TIMEOUT or code == layout.EXIT_INIT_FAILED:
+        elif not was_ready and slot.killed != "stopped":
+            # Exit 72, an init() timeout, or a crash (os._exit, segfault) before init() returned.
             self.init_failures += 1
-            self.note(f"worker {slot.name} pid={proc.pid}: init() failed "
+            self.note(f"worker {slot.name} pid={proc.pid}: init() failed, returncode {code} "
                       f"({self.init_failures} in a row, limit {self.settings.tries})")
             if self.init_failures >= self.settings.tries and not stopping:
                 self.note(f"init() failed {self.init_failures} times in a row: stopping this instance; "

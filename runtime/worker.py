@@ -66,10 +66,23 @@ def _redirect(target_fd: int, path: str) -> None:
     os.close(fd)
 
 
+def _die_with_parent() -> None:
+    # Linux: SIGKILL this worker when the supervisor dies, so no orphan goes on claiming work
+    # without a heartbeat (its claims are then requeued by the host). Best effort elsewhere.
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _prepare_process(spec: WorkerSpec) -> None:
-    # The supervisor coordinates stopping: Ctrl-C in a terminal must not kill workers mid-write.
+    # The supervisor coordinates stopping: a Ctrl-C or a SIGTERM sent to the whole process group
+    # must not kill workers mid-write; the supervisor lets them finish, then kills what is left.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
     os.environ.update(thread_env(spec))
     sys.stdout.flush()
     sys.stderr.flush()

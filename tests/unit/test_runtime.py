@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -31,8 +32,10 @@ def _mark(name, text):
 def init():
     _mark("init.txt", os.environ["BEPBUILD_WORKER"])
     print("hello from init", flush=True)
-    if os.environ.get("FAIL_INIT"):
+    if os.environ.get("FAIL_INIT") == "raise":
         raise RuntimeError("init is broken")
+    if os.environ.get("FAIL_INIT") == "exit":
+        os._exit(5)
 
 def run(mini_batch):
     names = [os.path.basename(p) for p in mini_batch]
@@ -79,13 +82,14 @@ def make_job(tmp_path: Path, files: list[str], script: str = SCRIPT, **settings:
     return paths
 
 
-def start(paths: dict[str, Path], instance: str = "i0", **env: str) -> subprocess.Popen[str]:
+def start(paths: dict[str, Path], instance: str = "i0", new_session: bool = False,
+          **env: str) -> subprocess.Popen[str]:
     full_env = {**os.environ, "PYTHONPATH": str(paths["pkg"]), layout.ENV_CODE_DIR: str(paths["code"]), **env}
     full_env.pop(layout.ENV_OUTPUT_PATH, None)
     return subprocess.Popen(
         [sys.executable, "-m", "bepbuild_runtime", "--job-dir", str(paths["job"]),
          "--input-dir", str(paths["in"]), "--instance", instance],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
 def run(paths: dict[str, Path], instance: str = "i0", timeout: float = 60, **env: str) -> int:
@@ -247,13 +251,15 @@ def test_summary_only_counts_and_writes_no_results(tmp_path: Path) -> None:
     assert sorted(os.listdir(job / "outputs")) == [f + ".out" for f in files]
 
 
-def test_init_failing_max_retries_times_stops_the_instance(tmp_path: Path) -> None:
-    paths = make_job(tmp_path, ["a.txt", "b.txt"], max_retries=2, environment_variables={"FAIL_INIT": "1"})
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_init_failing_max_retries_times_stops_the_instance(tmp_path: Path, how: str) -> None:
+    paths = make_job(tmp_path, ["a.txt", "b.txt"], max_retries=2, environment_variables={"FAIL_INIT": how})
     assert run(paths) == layout.EXIT_INIT_FAILED
     job = paths["job"]
     assert marks(paths, "init.txt") == ["i0.0", "i0.0"]
     assert "init() failed 2 times in a row" in (job / layout.LOG_SYS_NODE / "i0" / "_main.txt").read_text()
-    assert "RuntimeError: init is broken" in (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
+    if how == "raise":
+        assert "RuntimeError: init is broken" in (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
     pending = json.loads((job / layout.PENDING_DIR / "000000000.json").read_text())
     assert pending["attempt"] == 0  # init failures do not spend the mini-batch's tries
 
@@ -266,18 +272,24 @@ def test_cancel_flag_stops_claiming(tmp_path: Path) -> None:
     assert os.listdir(paths["job"] / layout.DONE_DIR) == []
 
 
-@pytest.mark.parametrize("how", ["cancel", "abort", "sigterm"])
+def _wait_for_done(job: Path, n: int = 1) -> None:
+    deadline = time.monotonic() + 20
+    while len(os.listdir(job / layout.DONE_DIR)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["cancel", "abort", "sigterm", "sigterm-group"])
 def test_stop_mid_job_finishes_in_flight_work_and_loses_nothing(tmp_path: Path, how: str) -> None:
     files = [f"nap{i:02d}.txt" for i in range(40)]
     paths = make_job(tmp_path, files, mini_batch_size=1, max_concurrency_per_instance=2)
     job = paths["job"]
-    proc = start(paths)
+    proc = start(paths, new_session=True)
     try:
-        deadline = time.monotonic() + 20
-        while not os.listdir(job / layout.DONE_DIR) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_done(job)
         if how == "sigterm":
             proc.terminate()
+        elif how == "sigterm-group":  # as the process backend stops an instance
+            os.killpg(proc.pid, signal.SIGTERM)
         else:
             (job / (layout.CANCEL_FLAG if how == "cancel" else layout.ABORT_FLAG)).touch()
         proc.communicate(timeout=10)
@@ -289,6 +301,37 @@ def test_stop_mid_job_finishes_in_flight_work_and_loses_nothing(tmp_path: Path, 
     assert os.listdir(job / layout.RUNNING_DIR) == []
     assert all(json.loads((job / layout.PENDING_DIR / p).read_text())["attempt"] == 0 for p in pending)
     assert sorted(marks(paths, "shutdown.txt")) == ["i0.0", "i0.1"]
+
+
+def test_workers_die_with_their_supervisor(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, [f"nap{i:02d}.txt" for i in range(40)], mini_batch_size=1,
+                     max_concurrency_per_instance=2)
+    job = paths["job"]
+    proc = start(paths)
+    try:
+        _wait_for_done(job)
+        node = "".join(f.read_text() for f in (job / layout.LOG_SYS_NODE / "i0").glob("i0.*.txt"))
+        pids = [int(w.split("=")[1]) for w in node.split() if w.startswith("pid=")]
+        assert pids
+        proc.kill()
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+    done = len(os.listdir(job / layout.DONE_DIR))
+    time.sleep(0.5)
+    assert len(os.listdir(job / layout.DONE_DIR)) == done  # nobody goes on working
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
 
 
 def test_waits_for_claims_of_a_dead_instance_until_the_host_requeues_them(tmp_path: Path) -> None:
