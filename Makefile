@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv engine test test-unit test-docker lint demo bench clean
+.PHONY: venv engine test test-unit test-docker test-examples lint demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,10 +20,17 @@ engine:
 	@bash scripts/engine.sh || { [ "$$CI" != true ] && echo "warning: no Docker engine: docker tests will fail or be skipped"; }
 
 test: venv engine
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not examples" $(PYTEST_ARGS)
+
+# The example scoring scripts in-process, with the frameworks installed (heavy: torch, tensorflow).
+EXAMPLES_VENV := .venv-examples
+test-examples:
+	@test -x $(EXAMPLES_VENV)/bin/python || $(PY) -m venv $(EXAMPLES_VENV)
+	$(EXAMPLES_VENV)/bin/pip install -q -r examples/mnist/train/requirements.txt pytest pyyaml pandas
+	$(EXAMPLES_VENV)/bin/python -m pytest -m examples tests/unit/test_mnist_examples.py $(PYTEST_ARGS)
 
 test-unit: venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not examples" tests/unit $(PYTEST_ARGS)
 
 test-docker: venv engine
 	$(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
