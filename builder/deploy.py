@@ -171,7 +171,8 @@ def build_image(p: Prepared, opts: DeployOptions, log: Log) -> images.BuildResul
                         log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
 
 
-def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, create: bool) -> None:
+def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, create: bool,
+                    log: Log = lambda line: None) -> None:
     if store.has_endpoint(spec.endpoint_name):
         return
     if not create:
@@ -187,6 +188,7 @@ def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, crea
         endpoints.create(store, sibling, name=spec.endpoint_name)
     else:
         endpoints.create(store, None, name=spec.endpoint_name)
+    log(f"note: endpoint {spec.endpoint_name} did not exist: created it")
 
 
 def create(
@@ -209,7 +211,7 @@ def create(
                              skip_script_validation=opts.skip_script_validation)
     spec = loaded.spec
     if register:
-        ensure_endpoint(store, spec, file, create_endpoint)
+        ensure_endpoint(store, spec, file, create_endpoint, log)
     p = prepare(store, loaded, opts, log)
     result = build_image(p, opts, log)
     doc = deployment_doc(p, result)
@@ -221,7 +223,33 @@ def create(
         if set_default or not (ep.get("defaults") or {}).get("deployment_name"):
             endpoints.set_default(store, spec.endpoint_name, spec.name)
         doc = store.get_deployment(spec.endpoint_name, spec.name) | {"built": result.built, "seconds": doc["seconds"]}
+        if result.built:
+            prune_old_images(store, spec.endpoint_name, spec.name, keep=result.tag)
     return doc
+
+
+def prune_old_images(store: Store, endpoint: str, deployment: str, keep: str) -> list[str]:
+    """Remove earlier content tags of a deployment's image that nothing refers to any more.
+
+    A job still running on an old image keeps its container, and a running container keeps its
+    image: those are left alone.
+    """
+    repo = image_repo(endpoint, deployment)
+    in_use = {d.get("image") for ep in store.list_endpoints() for d in store.list_deployments(ep["name"])}
+    removed = []
+    try:
+        client = images.engine()
+        for img in client.images.list(name=repo):
+            for tag in img.tags:
+                if tag == keep or tag in in_use or not tag.startswith(repo + ":"):
+                    continue
+                if client.containers.list(all=True, filters={"ancestor": img.id}):
+                    continue
+                images.remove_image(tag)
+                removed.append(tag)
+    except Exception:  # housekeeping must never fail a deploy
+        return removed
+    return removed
 
 
 def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:

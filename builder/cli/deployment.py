@@ -76,7 +76,7 @@ def create(
     """Build the deployment's image (or reuse it when nothing changed) and register the deployment."""
     opts = options(base_image, strict, relock, force, builder, skip_script_validation, templates)
     doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=set_default,
-                     create_endpoint=False, opts=opts, quiet=quiet)
+                     create_endpoint=True, opts=opts, quiet=quiet)
     emit(doc, output, query)
 
 
