@@ -38,8 +38,8 @@ from .reports import SYSTEM_ERROR, WorkerLogs
 __all__ = [
     "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
     "ensure_dirs", "fail_attempt", "is_drained", "looks_empty", "merge_results", "requeue_instance",
-    "requeue_worker",
-    "stale_workers", "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
+    "requeue_worker", "stale_workers", "total_count", "touch_heartbeat", "worker_dir", "write_atomic",
+    "write_queue",
 ]
 
 MiniBatch = dict[str, Any]
@@ -111,23 +111,23 @@ class Claimer:
         os.makedirs(self.folder, exist_ok=True)
         self._names: list[str] = []
         self._next = 0
+        self._won = True  # did any rename succeed since the last listing?
         self.lost_races = 0
 
     def claim(self) -> MiniBatch | None:
         """Claim the next pending mini-batch, or None when pending/ is empty right now."""
         relisted = False
-        won_since_listing = True
         while True:
             if self._next >= len(self._names):
                 if relisted:
                     return None
-                if not won_since_listing:
+                if not self._won and self._names:
                     # Every rename failed: maybe our folder was swept by a requeue. Recreate it.
                     os.makedirs(self.folder, exist_ok=True)
                 self._names = sorted(n for n in listdir(self._pending) if is_claim(n))
                 self._next = 0
+                self._won = False
                 relisted = True
-                won_since_listing = False
                 continue
             name = self._names[self._next]
             self._next += 1
@@ -137,7 +137,7 @@ class Claimer:
             except FileNotFoundError:
                 self.lost_races += 1
                 continue
-            won_since_listing = True
+            self._won = True
             with open(dst, "rb") as f:
                 batch: MiniBatch = json.loads(f.read())
             # A retried batch may have been finished by a worker wrongly presumed dead: never

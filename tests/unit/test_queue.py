@@ -279,3 +279,13 @@ def test_requeue_instance_covers_all_its_workers_and_no_other(tmp_path: Path) ->
     assert out == {"000000000": "requeued", "000000001": "requeued"}
     assert sorted(os.listdir(job / layout.RUNNING_DIR)) == ["alive.0"]
     assert _names(job / layout.PENDING_DIR) == ["000000000.json", "000000001.json"]
+
+
+def test_claimer_recovers_when_its_folder_was_swept(tmp_path: Path) -> None:
+    job = _job(tmp_path, 3, 1)
+    c = queue.Claimer(job, "i.0")
+    assert c.claim()["id"] == "000000000"
+    queue.requeue_worker(job, "i.0", "heartbeat expired (wrongly)")  # removes i.0's folder
+    assert c.claim() is None  # every rename fails: the folder is gone
+    got = c.claim()
+    assert got is not None and got["id"] == "000000000"  # folder recreated, requeued batch found
