@@ -23,16 +23,16 @@ class State:
 
 state = State()
 
-OutputOpt = Annotated[
-    str, typer.Option("--output", "-o", help="Output format: table, json, yaml, tsv or none.")
-]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="Output format: table, json, yaml, tsv or none.")]
 QueryOpt = Annotated[str | None, typer.Option("--query", help="JMESPath query applied to the result.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a field: key.sub=value (repeatable), as az does."),
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Accepted for az compatibility; local operations finish at once.")]
+NoWaitOpt = Annotated[
+    bool, typer.Option("--no-wait", help="Accepted for az compatibility; local operations finish at once.")
+]
 
 
 def new_app(help_text: str) -> typer.Typer:

@@ -37,7 +37,14 @@ class JobProgress:
     """One live progress bar for a whole job on stderr: mini-batches, items, rate, ETA, instances."""
 
     def __init__(self, name: str, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.quiet = quiet
         self.console = Console(stderr=True)

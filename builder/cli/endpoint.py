@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from .. import endpoints
-from .invoke import invoke
 from ._common import (
     NoWaitOpt,
     OutputOpt,
@@ -22,6 +21,7 @@ from ._common import (
     note,
     store,
 )
+from .invoke import invoke
 
 app = new_app("Batch endpoints: a name and a default deployment that invoke routes to.")
 

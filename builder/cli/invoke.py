@@ -14,7 +14,9 @@ from ._progress import JobProgress
 @guarded
 def invoke(
     name: Annotated[str, typer.Option("--name", "-n", help="Endpoint name.")],
-    input: Annotated[str, typer.Option("--input", "-i", help="Local folder/file, http(s) URL, or azureml:<data>@latest.")],
+    input: Annotated[
+        str, typer.Option("--input", "-i", help="Local folder/file, http(s) URL, or azureml:<data>@latest.")
+    ],
     deployment_name: Annotated[str | None, typer.Option("--deployment-name", "-d", help="Not the default one.")] = None,
     input_type: Annotated[str | None, typer.Option("--input-type", help="uri_folder or uri_file.")] = None,
     mini_batch_size: Annotated[int | None, typer.Option("--mini-batch-size", "-m")] = None,
@@ -34,9 +36,18 @@ def invoke(
     """Score the input with the endpoint's default (or the named) deployment; prints the job."""
     s = store()
     req = service.InvokeRequest(
-        endpoint=name, input=input, deployment=deployment_name, input_type=input_type,
-        mini_batch_size=mini_batch_size, instance_count=instance_count, max_retries=max_retries, timeout=timeout,
-        error_threshold=error_threshold, output_path=output_path, sets=set_ or [], job_name=job_name,
+        endpoint=name,
+        input=input,
+        deployment=deployment_name,
+        input_type=input_type,
+        mini_batch_size=mini_batch_size,
+        instance_count=instance_count,
+        max_retries=max_retries,
+        timeout=timeout,
+        error_threshold=error_threshold,
+        output_path=output_path,
+        sets=set_ or [],
+        job_name=job_name,
         backend=backend,
     )
     if backend not in ("docker", "process"):

@@ -24,9 +24,7 @@ LabelOpt = Annotated[str | None, typer.Option("--label", "-l", help="Label, e.g.
 def create(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model name.")] = None,
     path: Annotated[Path | None, typer.Option("--path", "-p", help="Model file or folder.")] = None,
-    type_: Annotated[
-        str, typer.Option("--type", help="custom_model, mlflow_model or triton_model.")
-    ] = "custom_model",
+    type_: Annotated[str, typer.Option("--type", help="custom_model, mlflow_model or triton_model.")] = "custom_model",
     version: VersionOpt = None,
     description: Annotated[str | None, typer.Option("--description", "-d")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="model.yml")] = None,
@@ -61,7 +59,11 @@ def create(
 @app.command("show")
 @guarded
 def show(
-    name: NameOpt, version: VersionOpt = None, label: LabelOpt = None, output: OutputOpt = "json", query: QueryOpt = None
+    name: NameOpt,
+    version: VersionOpt = None,
+    label: LabelOpt = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
 ) -> None:
     """Show one version (default: --label latest)."""
     emit(store().get_version("model", name, version, label), output, query)

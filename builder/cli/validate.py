@@ -15,7 +15,9 @@ from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, warn
 @guarded
 def validate(
     file: Annotated[Path, typer.Argument(help="endpoint, deployment, model, environment, data, compute or conda YAML")],
-    kind: Annotated[str | None, typer.Option("--kind", "-k", help=f"One of {', '.join(KINDS)} (default: detected).")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", "-k", help=f"One of {', '.join(KINDS)} (default: detected).")
+    ] = None,
     set_: SetOpt = None,
     skip_script_validation: Annotated[bool, typer.Option("--skip-script-validation")] = False,
     output: OutputOpt = "yaml",

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import docker
 import pytest
+from registry import LocalRegistry, free_port
+
 from bepbuild import config, images
 from bepbuild.errors import BuildError, EngineError
-from registry import LocalRegistry, free_port
 
 pytestmark = pytest.mark.docker
 

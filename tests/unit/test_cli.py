@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from bepbuild.cli import app
-from bepbuild.store import Store
 from seedtree import make_seed_tree
 from typer.testing import CliRunner
+
+from bepbuild.cli import app
+from bepbuild.store import Store
 
 BEPBUILD = Path(sys.executable).parent / "bepbuild"
 TORCH_MODEL = "deployment-torch/model"

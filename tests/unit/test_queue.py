@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from bepbuild_runtime import layout, queue
 
 

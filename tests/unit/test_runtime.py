@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from bepbuild_runtime import layout, queue
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bepbuild.cli import app
 from seedtree import make_seed_tree
 from typer.testing import CliRunner
+
+from bepbuild.cli import app
 
 BEPBUILD = Path(sys.executable).parent / "bepbuild"
 EP = "endpoint.yml"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from seedtree import SEED, make_seed_tree
+
 from bepbuild.errors import SpecError
 from bepbuild.specs import (
     AssetRef,
@@ -19,7 +21,6 @@ from bepbuild.specs import (
 )
 from bepbuild.specs.assets import EnvironmentSpec
 from bepbuild.specs.overrides import apply, parse_assignment
-from seedtree import SEED, make_seed_tree
 
 # Azure's documented defaults for a `type: model` batch deployment (spec section 3.2).
 AZURE_SETTINGS_DEFAULTS = {

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from bepbuild import store as store_mod
 from bepbuild.errors import ConflictError, NotFoundError
 from bepbuild.store import MIGRATIONS, Store
