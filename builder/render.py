@@ -156,7 +156,8 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
         files[f"runtime/bepbuild_runtime/{p.name}"] = p
     try:
         for p in walk_files(inp.model_path):
-            rel = inp.model_path.name if p == inp.model_path else f"{inp.model_path.name}/{p.relative_to(inp.model_path).as_posix()}"
+            inner = "" if p == inp.model_path else "/" + p.relative_to(inp.model_path).as_posix()
+            rel = inp.model_path.name + inner
             files[f"model/{rel}"] = p
         for p in walk_files(inp.code_dir):
             files[f"code/{p.relative_to(inp.code_dir).as_posix()}"] = p
@@ -181,7 +182,8 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
         else:
             data_hash = file_sha256(src)
             executable = os.access(src, os.X_OK)
-            if not (target.is_file() and target.stat().st_size == src.stat().st_size and file_sha256(target) == data_hash):
+            same = target.is_file() and target.stat().st_size == src.stat().st_size
+            if not (same and file_sha256(target) == data_hash):
                 _write(target, src.read_bytes())
         _normalize(target, executable)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
@@ -214,7 +216,7 @@ def _normalize(target: Path, executable: bool) -> None:
 
 def _prune(dest: Path, keep: set[str]) -> None:
     """Remove files a previous render left that are not part of this one; fix folder modes."""
-    for dirpath, dirnames, filenames in os.walk(dest, topdown=False):
+    for dirpath, _dirnames, filenames in os.walk(dest, topdown=False):
         d = Path(dirpath)
         rel_dir = d.relative_to(dest).as_posix()
         if rel_dir == "wheels" or rel_dir.startswith("wheels/"):

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import build, compute, data, deployment, endpoint, environment, job, model
+from . import build, compute, data, deployment, doctor, endpoint, environment, job, model
 from ._common import state
 from .validate import validate
 
@@ -49,6 +49,7 @@ app.command("deploy")(build.deploy)
 app.command("build")(build.build)
 app.command("render")(build.render)
 app.command("push")(build.push)
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

@@ -1,0 +1,31 @@
+"""`bepbuild doctor [--fix]`: check the machine (docker CLI, engine, BuildKit, base image, pip, disk)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import doctor as checks
+from ._common import OutputOpt, QueryOpt, emit, guarded, note
+
+
+@guarded
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Run the engine set-up (scripts/engine.sh) when a check fails.")]
+    = False,
+    output: OutputOpt = "table",
+    query: QueryOpt = None,
+) -> None:
+    """Check that this machine can build and run deployments; exit 1 when a check fails."""
+    results = checks.run_checks()
+    if fix and checks.failed(results):
+        note("doctor: fixing: running the engine set-up")
+        if not checks.fix(note):
+            note("doctor: the set-up did not finish; see above")
+        results = checks.run_checks()
+    elif fix:
+        note("doctor: nothing to fix")
+    emit([r.as_dict() for r in results], output, query)
+    if checks.failed(results):
+        raise typer.Exit(1)
