@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bepbuild_runtime
 import jinja2
+
+import bepbuild_runtime
 from bepbuild_runtime import layout
 
 from . import __version__, locking

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import docker.errors
 import pytest
+from registry import LocalRegistry
+
 from bepbuild import config, images
 from bepbuild import deploy as deploying
 from bepbuild.store import Store
-from registry import LocalRegistry
 
 pytestmark = pytest.mark.docker
 

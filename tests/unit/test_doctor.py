@@ -10,10 +10,11 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from bepbuild import doctor
 from bepbuild.cli import app
 from bepbuild.doctor import FAIL, OK, WARN, Check
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from bepbuild.environments import BaseInfo, conda_to_pip, pip_name, plan
 from bepbuild.errors import SpecError
 

@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from bepbuild import locking
 from bepbuild.environments import BaseInfo, EnvPlan
 from bepbuild.errors import SpecError, UserError
