@@ -291,8 +291,13 @@ def test_odd_scoring_script_name_reaches_the_image_exactly(tiny_home: Tiny, tmp_
 
 def test_legacy_builder_image_works_and_has_no_wheels_either(tiny_home: Tiny, tmp_path: Path) -> None:
     # Another deployment name, so that the module's image (same content tag) is left alone.
+    client = images.engine()
+    dangling = {i.id for i in client.images.list(filters={"dangling": True})}
     doc = deploy(tiny_home.folder / "deployment.yml", name="tiny-legacy",
                  opts=deploying.DeployOptions(backend="sdk", force=True))
+    # The legacy builder keeps the install stage as an untagged image (its wheels included): ours to remove.
+    stages = [i.id for i in client.images.list(filters={"dangling": True}) if i.id not in dangling
+              and any("/opt/bepbuild/venv/bin/pip install" in (h.get("CreatedBy") or "") for h in i.history())]
     try:
         assert doc["built"] is True
         assert json.loads(run_inside(doc["image"], PROBE).strip().splitlines()[-1])["six"] == "1.16.0"
@@ -301,6 +306,8 @@ def test_legacy_builder_image_works_and_has_no_wheels_either(tiny_home: Tiny, tm
         assert any(n.startswith("opt/bepbuild/venv/") for members in layers.names.values() for n in members)
     finally:
         images.remove_image(doc["image"])
+        for stage in stages:
+            images.remove_image(stage)
 
 
 def test_push_and_pull_back(tiny_home: Tiny, tmp_path: Path, registry: LocalRegistry) -> None:
