@@ -1,4 +1,7 @@
-"""`bepbuild doctor` against the real engine: every check passes on a machine that `make engine` set up."""
+"""`bepbuild doctor` against the real engine: every check passes on a machine that `make engine` set up.
+
+(Not test_doctor.py: test modules share one namespace, and tests/unit/test_doctor.py has that name.)
+"""
 
 from __future__ import annotations
 
