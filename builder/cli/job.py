@@ -22,7 +22,9 @@ def show(
     query: QueryOpt = None,
 ) -> None:
     """Show a job: status, settings, counts, where its outputs and logs are."""
-    job = store().get_job(name)
+    from ..jobs import service
+
+    job = service.show(store(), name)
     if web:
         typer.echo(job.get("job_dir", ""), err=True)
     emit(job, output, query)
@@ -81,12 +83,13 @@ def stream(name: NameOpt) -> None:
     """Follow a job until it ends, printing its progress."""
     import time
 
+    from ..jobs import service
     from ..jobs.runner import FINAL
 
     s = store()
     last = None
     while True:
-        job = s.get_job(name)
+        job = service.show(s, name)
         counts = job.get("counts") or {}
         line = f"{job['status']} {counts}" if counts else job["status"]
         if line != last:
