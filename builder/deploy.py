@@ -218,38 +218,38 @@ def create(
     doc["seconds"] = round(time.monotonic() - t0, 3)
     doc["notices"] = loaded.warnings + p.notices
     if register:
+        try:
+            previous = store.get_deployment(spec.endpoint_name, spec.name).get("image")
+        except NotFoundError:
+            previous = None
         store.put_deployment(spec.endpoint_name, spec.name, doc)
         ep = store.get_endpoint(spec.endpoint_name)
         if set_default or not (ep.get("defaults") or {}).get("deployment_name"):
             endpoints.set_default(store, spec.endpoint_name, spec.name)
         doc = store.get_deployment(spec.endpoint_name, spec.name) | {"built": result.built, "seconds": doc["seconds"]}
-        if result.built:
-            prune_old_images(store, spec.endpoint_name, spec.name, keep=result.tag)
+        prune_previous_image(store, previous, keep=result.tag)
     return doc
 
 
-def prune_old_images(store: Store, endpoint: str, deployment: str, keep: str) -> list[str]:
-    """Remove earlier content tags of a deployment's image that nothing refers to any more.
+def prune_previous_image(store: Store, previous: str | None, keep: str) -> bool:
+    """Remove the image a deployment used before this deploy, when nothing refers to it any more.
 
-    A job still running on an old image keeps its container, and a running container keeps its
-    image: those are left alone.
+    Only the deployment's own previous tag is considered (never tags of other bepbuild homes), and
+    it is kept while another deployment here or any container (a running job) still uses it.
     """
-    repo = image_repo(endpoint, deployment)
+    if not previous or previous == keep:
+        return False
     in_use = {d.get("image") for ep in store.list_endpoints() for d in store.list_deployments(ep["name"])}
-    removed = []
+    if previous in in_use:
+        return False
     try:
-        client = images.engine()
-        for img in client.images.list(name=repo):
-            for tag in img.tags:
-                if tag == keep or tag in in_use or not tag.startswith(repo + ":"):
-                    continue
-                if client.containers.list(all=True, filters={"ancestor": img.id}):
-                    continue
-                images.remove_image(tag)
-                removed.append(tag)
+        img_id = images.image_id(previous)
+        if img_id is None or images.engine().containers.list(all=True, filters={"ancestor": img_id}):
+            return False
+        images.remove_image(previous)
     except Exception:  # housekeeping must never fail a deploy
-        return removed
-    return removed
+        return False
+    return True
 
 
 def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
