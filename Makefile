@@ -41,8 +41,13 @@ lint: venv
 demo: venv engine
 	bash scripts/demo.sh
 
-bench: venv engine
-	$(BIN)/python bench/run.py
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,bench]'
+	@touch $@
+
+bench: venv engine $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
