@@ -83,6 +83,8 @@ class ProcessBackend:
         self.procs[instance] = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                                 start_new_session=True)
         log.close()
+        # Instances outlive a killed host (own session): resume finds and stops them by this file.
+        (plan.job_dir / _pid_file(instance)).write_text(f"{self.procs[instance].pid}\n")
 
     def exited(self) -> dict[str, int]:
         out = {}
@@ -215,6 +217,55 @@ class DockerBackend:
             except Exception:
                 pass
         self.containers.clear()
+
+
+def _pid_file(instance: str) -> str:
+    return f"{layout.CONTROL_DIR}/{instance}.process.pid"
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop_job_processes(job_dir: Path, wait: float = 10.0) -> int:
+    """Kill process-backend instances left by an earlier life of a job (before resuming it).
+
+    Each instance is a session (and process group) of its own, so a killed host leaves them
+    running; two lives of one instance would share its workers' folders. Only groups whose
+    leader is still the runtime of this job are killed (a pid may have been reused).
+    """
+    import signal
+    import time
+
+    killed = []
+    for pid_file in sorted((job_dir / layout.CONTROL_DIR).glob("*.process.pid")):
+        try:
+            pid = int(pid_file.read_text())
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            cmd = []
+        if b"bepbuild_runtime" in cmd and str(job_dir).encode() in cmd:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        pid_file.unlink(missing_ok=True)
+    deadline = time.monotonic() + wait
+    while any(_group_members(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(killed)
 
 
 def remove_job_containers(job: str) -> int:

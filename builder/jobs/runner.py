@@ -7,15 +7,18 @@ or instances died: claims under running/ are given back first, finished mini-bat
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bepbuild_runtime import layout, queue
 
+from ..errors import ConflictError
 from ..store import Store
 from . import reports
 from .backends import Backend, InstancePlan, instance_name, make
@@ -31,6 +34,7 @@ FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
                layout.EXIT_INIT_FAILED: "init() failed on every try"}
 
 Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
+HOST_LOCK = f"{layout.CONTROL_DIR}/host.lock"  # held by the one host process driving the job
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
@@ -59,8 +63,33 @@ def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
     )
 
 
+@contextmanager
+def host_lock(job_dir: Path) -> Iterator[None]:
+    """Hold the job's host lock: two host processes on one job (e.g. `job resume` of a job whose
+    host is alive) would restart each other's instances and race to merge. The kernel drops the
+    lock when its holder dies, however it dies, so a killed host never blocks a resume."""
+    fd = os.open(job_dir / HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConflictError(f"job {job_dir.name} is still being run by host process {holder}; "
+                                "wait for it to end, or cancel it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[str, Any]:
     """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json."""
+    with host_lock(job_dir):
+        return _run(store, job_dir, watch)
+
+
+def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     job = read_job(job_dir)
     settings = job["settings"]
     max_retries = int(settings["max_retries"])
@@ -145,9 +174,12 @@ def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.Que
             outcome, error = "Failed", NO_RESULT
         else:
             out = Path(job["output_file"])
-            if not (job.get("merged") and out.exists()):
-                queue.merge_results(job_dir, out)
-            job["merged"] = True
+            try:
+                if not (job.get("merged") and out.exists()):
+                    queue.merge_results(job_dir, out)
+                job["merged"] = True
+            except FileExistsError as e:  # another job wrote the same output file meanwhile
+                outcome, error = "Failed", str(e)
     status = outcome or "Completed"
     summary = (f"{counts.done + counts.failed} mini-batches ({counts.failed} failed); items: "
                f"{counts.items_succeeded} succeeded, {counts.items_failed} failed")

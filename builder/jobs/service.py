@@ -241,10 +241,16 @@ def resume(store: Store, name: str) -> Path:
     job_dir = Path(job["job_dir"])
     if not (job_dir / layout.JOB_FILE).exists() or queue.total_count(job_dir) is None:
         raise ConflictError(f"job {name} never got its queue written; invoke again")
+    with runner.host_lock(job_dir):  # refuse while a live host drives the job: it would lose its instances
+        pass
     if job.get("backend") == "docker":
         from .backends import remove_job_containers
 
         remove_job_containers(name)
+    elif job.get("backend") == "process":
+        from .backends import stop_job_processes
+
+        stop_job_processes(job_dir)
     for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
         (job_dir / flag).unlink(missing_ok=True)
     doc = runner.read_job(job_dir)
