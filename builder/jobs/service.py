@@ -168,7 +168,9 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
             raise UserError(f"--input {req.input}: no files to score")
         out_dir.mkdir(parents=True, exist_ok=True)
         job["container_user"] = _share_with_containers(job_dir, out_dir, req.output_path is None)
-        notes = [f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder"] if spec.skipped else []
+        notes = []
+        if spec.skipped:
+            notes.append(f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder")
         runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
                          container_user=job["container_user"])
     except BaseException as e:
@@ -284,3 +286,15 @@ def download(store: Store, name: str, output_name: str, dest: Path) -> Path:
         if p.is_file():
             shutil.copy2(p, target / p.name)
     return target
+
+
+def show(store: Store, name: str) -> dict[str, Any]:
+    """A job's record; while it runs, with live counts read from its queue."""
+    job = store.get_job(name)
+    if job.get("status") in ("Running", "Finalizing", "Preparing"):
+        job_dir = Path(job["job_dir"])
+        if (job_dir / layout.QUEUE_DIR).exists():
+            c = queue.counts(job_dir)
+            job["counts"] = {"mini_batches": c.total, "pending": c.pending, "running": c.running, "done": c.done,
+                             "failed": c.failed, "items_succeeded": c.items_succeeded, "items_failed": c.items_failed}
+    return job
