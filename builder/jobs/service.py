@@ -245,14 +245,7 @@ def resume(store: Store, name: str) -> Path:
         raise ConflictError(f"job {name} never got its queue written; invoke again")
     with runner.host_lock(job_dir):  # refuse while a live host drives the job: it would lose its instances
         pass
-    if job.get("backend") == "docker":
-        from .backends import remove_job_containers
-
-        remove_job_containers(name)
-    elif job.get("backend") == "process":
-        from .backends import stop_job_processes
-
-        stop_job_processes(job_dir)
+    _stop_leftovers(job, job_dir)
     for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
         (job_dir / flag).unlink(missing_ok=True)
     doc = runner.read_job(job_dir)
@@ -269,7 +262,26 @@ def cancel(store: Store, name: str) -> dict[str, Any]:
         raise ConflictError(f"job {name} already ended: {job['status']}")
     job_dir = Path(job["job_dir"])
     (job_dir / layout.CANCEL_FLAG).touch()
-    return store.update_job(name, cancel_requested=True)
+    store.update_job(name, cancel_requested=True)
+    try:
+        with runner.host_lock(job_dir):
+            # No host drives the job (it died, or was never started): stop what it left, end it here.
+            _stop_leftovers(job, job_dir)
+            doc = runner.read_job(job_dir) if (job_dir / layout.JOB_FILE).exists() else dict(job)
+            runner.set_state(store, job_dir, doc, status="Canceled", error="canceled by the user",
+                             ended_at=runner._now())
+    except ConflictError:
+        pass  # the live host sees the flag and ends the job Canceled itself
+    return store.get_job(name)
+
+
+def _stop_leftovers(job: dict[str, Any], job_dir: Path) -> None:
+    from .backends import remove_job_containers, stop_job_processes
+
+    if job.get("backend") == "docker":
+        remove_job_containers(job["name"])
+    else:
+        stop_job_processes(job_dir)
 
 
 def download(store: Store, name: str, output_name: str, dest: Path) -> Path:

@@ -480,3 +480,27 @@ def test_two_jobs_racing_for_one_output_file(cli: Cli, tmp_path: Path) -> None:
     assert [j["status"] for j in ends] == ["Completed", "Failed"]
     assert "output file exists" in ends[1]["error"] and str(out / "predictions.csv") in ends[1]["error"]
     assert len(lines(out / "predictions.csv")) == 6
+
+
+def test_cancel_of_a_job_whose_host_died_ends_it_and_stops_its_instances(cli: Cli, tmp_path: Path) -> None:
+    """No host is left to see the flag: cancel itself stops the instances and ends the job."""
+    register("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
+             "    return [os.path.basename(p) for p in mini_batch]\n", mini_batch_size=1)
+    make_inputs(tmp_path / "in", 40)
+    job_dir = config.jobs_dir() / "orphaned"
+    host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", ENDPOINT, "--input",
+                             str(tmp_path / "in"), "--backend", "process", "--job-name", "orphaned", "-q",
+                             "-o", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    try:
+        while not (job_dir.is_dir() and any((job_dir / layout.DONE_DIR).glob("*.json"))):
+            assert time.monotonic() < deadline and host.poll() is None, "no mini-batch finished"
+            time.sleep(0.05)
+    finally:
+        host.kill()
+        host.wait()
+    assert runtime_processes(job_dir), "the instances outlive their host"
+    job = cli.json("job", "cancel", "--name", "orphaned")
+    assert job["status"] == "Canceled" and job["cancel_requested"] is True
+    assert not runtime_processes(job_dir)
+    assert cli.json("job", "show", "--name", "orphaned")["status"] == "Canceled"
