@@ -7,6 +7,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+# The job-test fixtures live in jobkit.py; importing them here gives every module of this folder the
+# same session-wide deployment home (one lock, one environment layer per session).
+from jobkit import deploy, home, jobs, session_home  # noqa: F401
 from registry import LocalRegistry, RegistryUnavailable
 
 
@@ -48,4 +52,5 @@ def _remove(client, ref: str) -> None:  # noqa: ANN001 - docker client
         client.api.remove_image(ref, force=True)
     except docker.errors.APIError:
         pass
+
 
