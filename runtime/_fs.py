@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -9,6 +10,14 @@ from . import layout
 
 JSON = ".json"
 dumps = json.JSONEncoder(separators=(",", ":")).encode  # ASCII-escaped: odd file names survive
+
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """An OSError saying the filesystem (of the job folder) is full."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 def is_claim(name: str) -> bool:

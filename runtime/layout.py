@@ -93,6 +93,7 @@ EXIT_USAGE = 2  # bad arguments or settings, missing job folder or scoring scrip
 EXIT_TIMEOUT = 71  # worker: killed because run() exceeded the timeout (Azure's code)
 EXIT_INIT_FAILED = 72  # worker: init() failed; supervisor: init() failed max_retries times in a row
 EXIT_STOPPED = 82  # supervisor: stopped early by control/cancel, control/abort or SIGTERM/SIGINT
+EXIT_NO_SPACE = 73  # worker, supervisor: the job folder is full; claims went back untouched
 
 # Inside an image.
 IMAGE_ROOT = "/opt/bepbuild"

@@ -30,16 +30,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import layout
-from ._fs import JSON, dumps, is_claim, listdir, total_count, unlink_quiet, worker_dir, write_atomic
+from ._fs import JSON, dumps, is_claim, is_no_space, listdir, total_count, unlink_quiet, worker_dir, write_atomic
 from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
 from .reports import SYSTEM_ERROR, WorkerLogs
 
 # The host imports the whole protocol from this module; the read side lives in progress.py.
 __all__ = [
     "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
-    "ensure_dirs", "fail_attempt", "is_drained", "looks_empty", "merge_results", "requeue_instance",
-    "requeue_worker", "stale_workers", "total_count", "touch_heartbeat", "worker_dir", "write_atomic",
-    "write_queue",
+    "ensure_dirs", "fail_attempt", "is_drained", "is_no_space", "looks_empty", "merge_results",
+    "release_claims", "requeue_instance", "requeue_worker", "stale_workers", "total_count", "touch_heartbeat",
+    "worker_dir", "write_atomic", "write_queue",
 ]
 
 MiniBatch = dict[str, Any]
@@ -288,6 +288,32 @@ def requeue_instance(
         if layout.instance_of(name) == instance:
             outcomes.update(requeue_worker(job_dir, name, reason, max_retries))
     return outcomes
+
+
+def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
+    """Give back every claim of `worker` untouched (the try does not count); return their ids.
+
+    For failures that are not the mini-batch's fault: the job folder is full. A rename needs no
+    space, so this works on a full disk; the worker's temp files are removed (that frees some).
+    A claim whose done record exists is just dropped.
+    """
+    job = os.fspath(job_dir)
+    folder = worker_dir(job, worker)
+    released = []
+    for name in sorted(listdir(folder)):
+        path = folder + "/" + name
+        if name.startswith(layout.TMP_PREFIX):
+            unlink_quiet(path)
+        elif is_claim(name):
+            if os.path.exists(layout.path(job, layout.DONE_DIR, name)):
+                unlink_quiet(path)
+                continue
+            try:
+                os.rename(path, layout.path(job, layout.PENDING_DIR, name))
+            except FileNotFoundError:
+                continue
+            released.append(name[: -len(JSON)])
+    return released
 
 
 def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:

@@ -112,7 +112,11 @@ class Supervisor:
     def note(self, message: str) -> None:
         """A line in logs/sys/node/<instance>/_main.txt and on our stderr (the container log)."""
         line = f"{reports.now_iso()} {self.instance} {message}\n"
-        reports.append_text(self.main_log, line)
+        try:
+            reports.append_text(self.main_log, line)
+        except OSError as exc:  # a full job folder must not kill the supervisor: stderr still works
+            if not queue.is_no_space(exc):
+                raise
         sys.stderr.write(line)
         sys.stderr.flush()
 
@@ -145,6 +149,10 @@ class Supervisor:
         was_ready = slot.state[PHASE] >= PHASE_READY  # shared memory outlives the process
         if was_ready:
             self.init_failures = 0
+        if code == layout.EXIT_NO_SPACE:
+            queue.release_claims(self.job, slot.name)  # the worker did; again, in case it died first
+            self.no_space(f"worker {slot.name} pid={proc.pid}")
+            return
         if slot.killed == layout.STATUS_TIMEOUT:
             self._fail_timed_out(slot)
         elif not was_ready and slot.killed != "stopped":
@@ -158,6 +166,9 @@ class Supervisor:
                 self.begin_stop(layout.EXIT_INIT_FAILED)
         elif code != layout.EXIT_OK or not stopping:
             self.note(f"worker {slot.name} pid={proc.pid} exited with returncode {code}")
+        if self.exit_code == layout.EXIT_NO_SPACE:  # stopping on a full disk: not this batch's fault
+            queue.release_claims(self.job, slot.name)
+            return
         reason = f"worker {slot.name} pid={proc.pid} exited with returncode {code}"
         outcomes = queue.requeue_worker(self.job, slot.name, reason, self.settings.max_retries)
         if outcomes:
@@ -220,6 +231,15 @@ class Supervisor:
         if self.stop_deadline is None or deadline < self.stop_deadline:
             self.stop_deadline = deadline
 
+    def no_space(self, where: str) -> None:
+        """The job folder is full: stop, and give every claim back untouched (resume redoes them)."""
+        self.note(f"{where}: no space left in the job folder; stopping, claims go back untouched")
+        self.begin_stop(layout.EXIT_NO_SPACE)
+        self.exit_code = layout.EXIT_NO_SPACE  # even if we were stopping for another reason
+        for slot in self.slots:
+            if slot.proc is None:
+                queue.release_claims(self.job, slot.name)
+
     def on_signal(self, signum: int, _frame: Any) -> None:
         """SIGTERM/SIGINT: stop claiming, give in-flight work STOP_GRACE_SECONDS; twice: now."""
         self.signalled += 1
@@ -255,7 +275,13 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         self.note(f"starting {len(self.slots)} workers, {self.threads} threads each; script {self.script}")
         # Claims left by an earlier life of this instance (same name) are ours to give back.
-        queue.requeue_instance(self.job, self.instance, "instance restarted", self.settings.max_retries)
+        try:
+            queue.requeue_instance(self.job, self.instance, "instance restarted", self.settings.max_retries)
+        except OSError as exc:
+            if not queue.is_no_space(exc):
+                raise
+            self.no_space("start")
+            return layout.EXIT_NO_SPACE
         if self.check_flags():  # cancelled before we started: claim nothing
             self.note(f"exiting with code {layout.EXIT_STOPPED}")
             return layout.EXIT_STOPPED
@@ -268,32 +294,51 @@ class Supervisor:
             if not live:
                 break
             multiprocessing.connection.wait(live, timeout=POLL_SECONDS)
-            for slot in self.slots:
-                if slot.proc is not None and slot.proc.exitcode is not None:
-                    self.reap(slot)
-            now = time.monotonic()
-            self.note_ready()
-            self.check_timeouts(now)
-            for slot in self.slots:
-                if slot.proc is not None and slot.killed:
-                    self.reap(slot)
-            if now >= next_beat:
-                for slot in self.slots:
-                    if slot.proc is not None:
-                        queue.touch_heartbeat(self.job, slot.name)
-                next_beat = now + layout.HEARTBEAT_SECONDS
-            if self.exit_code is None:
-                self.check_queue(now, empty_since)
-            if self.stop_deadline is not None and now >= self.stop_deadline:
-                for slot in self.slots:
-                    if slot.proc is not None:
-                        self.kill(slot, "stopped")
-                        self.reap(slot)
+            try:
+                next_beat = self.step(next_beat, empty_since)
+            except OSError as exc:  # a write into the full job folder (requeue, logs)
+                if not queue.is_no_space(exc):
+                    raise
+                self.no_space("supervisor")
         for slot in self.slots:  # all exited: nothing should be left, but never strand a claim
-            queue.requeue_worker(self.job, slot.name, "instance stopped", self.settings.max_retries)
+            if self.exit_code == layout.EXIT_NO_SPACE:
+                queue.release_claims(self.job, slot.name)
+                continue
+            try:
+                queue.requeue_worker(self.job, slot.name, "instance stopped", self.settings.max_retries)
+            except OSError as exc:
+                if not queue.is_no_space(exc):
+                    raise
+                self.no_space("stop")
         code = layout.EXIT_OK if self.exit_code is None else self.exit_code
         self.note(f"exiting with code {code}")
         return code
+
+
+    def step(self, next_beat: float, empty_since: list[float | None]) -> float:
+        """One turn of the main loop after waiting: exits, timeouts, heartbeats, queue and flags."""
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.exitcode is not None:
+                self.reap(slot)
+        now = time.monotonic()
+        self.note_ready()
+        self.check_timeouts(now)
+        for slot in self.slots:
+            if slot.proc is not None and slot.killed:
+                self.reap(slot)
+        if now >= next_beat:
+            for slot in self.slots:
+                if slot.proc is not None:
+                    queue.touch_heartbeat(self.job, slot.name)
+            next_beat = now + layout.HEARTBEAT_SECONDS
+        if self.exit_code is None:
+            self.check_queue(now, empty_since)
+        if self.stop_deadline is not None and now >= self.stop_deadline:
+            for slot in self.slots:
+                if slot.proc is not None:
+                    self.kill(slot, "stopped")
+                    self.reap(slot)
+        return next_beat
 
 
 def main(opts: Options) -> int:

@@ -134,7 +134,23 @@ def _traceback_to(job_dir: str, worker: str, header: str) -> str:
 
 
 def worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
-    """The body of a worker process; exits 0 when told to stop, 72 when init() fails."""
+    """The body of a worker process; exits 0 when told to stop, 72 when init() fails, 73 when the job
+    folder is full (its claims then go back untouched: a full disk is not the mini-batch's fault)."""
+    try:
+        _worker_main(spec, state, stop)
+    except OSError as exc:
+        if not queue.is_no_space(exc):
+            raise
+        queue.release_claims(spec.job_dir, spec.name)
+        try:
+            sys.stderr.write(f"no space left in the job folder: {exc}; stopping\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        os._exit(layout.EXIT_NO_SPACE)  # no interpreter shutdown: flushing logs would fail again
+
+
+def _worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
     _prepare_process(spec)
     logs = reports.WorkerLogs(spec.job_dir, spec.name)
     logs.note(f"pid={os.getpid()} starting: threads={spec.threads} gpu={spec.gpu}")

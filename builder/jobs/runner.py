@@ -7,7 +7,9 @@ or instances died: claims under running/ are given back first, finished mini-bat
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import filecmp
 import json
 import os
 import time
@@ -18,7 +20,7 @@ from typing import Any
 
 from bepbuild_runtime import layout, queue
 
-from ..errors import ConflictError
+from ..errors import ConflictError, JobError
 from ..store import Store
 from . import reports
 from .backends import Backend, InstancePlan, instance_name, make
@@ -32,6 +34,8 @@ NO_RESULT = (
 # Supervisor exits after which restarting the instance cannot help.
 FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
                layout.EXIT_INIT_FAILED: "init() failed on every try"}
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
 HOST_LOCK = f"{layout.CONTROL_DIR}/host.lock"  # held by the one host process driving the job
@@ -76,8 +80,11 @@ def host_lock(job_dir: Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise ConflictError(f"job {job_dir.name} is still being run by host process {holder}; "
                                 "wait for it to end, or cancel it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # who holds it, for the message above; a full disk must not stop the job here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)
@@ -86,7 +93,49 @@ def host_lock(job_dir: Path) -> Iterator[None]:
 def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[str, Any]:
     """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json."""
     with host_lock(job_dir):
-        return _run(store, job_dir, watch)
+        try:
+            return _run(store, job_dir, watch)
+        except OSError as e:
+            if e.errno not in NO_SPACE:
+                raise
+            raise _stopped_for_space(store, job_dir, e) from None
+
+
+def _stopped_for_space(store: Store, job_dir: Path, e: OSError) -> JobError:
+    """The job folder (or the output folder) is full. The instances are stopped by now: give their
+    claims back untouched (a full disk is not the mini-batches' fault), record the job Failed, and
+    say in one line how to go on. Finished mini-batches stay done: resume redoes nothing twice."""
+    for worker in queue_workers(job_dir):
+        queue.release_claims(job_dir, worker)
+    job = read_job(job_dir)
+    where = e.filename or _fullest(job_dir, Path(job["output_dir"]))
+    msg = (f"no space left on device ({where}): job {job['name']} stopped; free space, then run "
+           f"`bepbuild job resume --name {job['name']}`")
+    changes = {"status": "Failed", "error": msg, "ended_at": _now()}
+    try:
+        set_state(store, job_dir, job, **changes)
+    except OSError:  # job.json cannot be rewritten on the full disk: the registry knows
+        store.update_job(job["name"], **changes)
+    return JobError(msg)
+
+
+def _fullest(*folders: Path) -> Path:
+    """The folder whose filesystem has the least room left (the one that filled up)."""
+    def room(p: Path) -> int:
+        try:
+            st = os.statvfs(p)
+        except OSError:
+            return 1 << 62
+        return st.f_bavail * st.f_frsize
+
+    return min(folders, key=room)
+
+
+def queue_workers(job_dir: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(job_dir / layout.RUNNING_DIR))
+    except FileNotFoundError:
+        return []
 
 
 def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
@@ -125,9 +174,12 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                 outcome, error = "Canceled", "canceled by the user"
                 backend.stop()
             if outcome is None and threshold >= 0 and counts.items_failed > threshold:
-                outcome, error = "Failed", f"Exceeded error threshold: {counts.items_failed} failed items > {threshold}."
+                outcome = "Failed"
+                error = f"Exceeded error threshold: {counts.items_failed} failed items > {threshold}."
                 (job_dir / layout.ABORT_FLAG).touch()
             for inst, code in backend.exited().items():
+                if code == layout.EXIT_NO_SPACE:  # the instance gave its claims back; stop the job
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(job_dir))
                 for worker in os.listdir(job_dir / layout.RUNNING_DIR):
                     if layout.instance_of(worker) == inst:
                         queue.requeue_worker(job_dir, worker, f"{inst} exited with code {code}", max_retries)
@@ -175,7 +227,8 @@ def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.Que
         else:
             out = Path(job["output_file"])
             try:
-                if not (job.get("merged") and out.exists()):
+                if not (job.get("merged") and out.exists()) and not _merged_before_host_died(job_dir, job, out):
+                    set_state(store, job_dir, job, merging_pid=os.getpid())
                     queue.merge_results(job_dir, out)
                 job["merged"] = True
             except FileExistsError as e:  # another job wrote the same output file meanwhile
@@ -191,6 +244,24 @@ def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.Que
     reports.overview(job_dir, job, counts, [])
     reports.result(job_dir, job)
     return job
+
+
+def _merged_before_host_died(job_dir: Path, job: dict[str, Any], out: Path) -> bool:
+    """After a host died while merging: remove its temp file, and tell whether it had already
+    published the output (it died between publishing and recording it). The output is ours when it
+    is byte for byte what the merge writes; anything else is another writer's file."""
+    pid = job.get("merging_pid")
+    if not pid:
+        return False
+    (out.parent / f".{out.name}.merging-{pid}").unlink(missing_ok=True)
+    if not out.is_file():
+        return False
+    check = job_dir / f".merge-check-{os.getpid()}"
+    try:
+        queue.merge_results(job_dir, check)
+        return filecmp.cmp(check, out, shallow=False)
+    finally:
+        check.unlink(missing_ok=True)
 
 
 def _now() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from bepbuild_runtime import layout, queue
 
 from .. import config
-from ..errors import ConflictError, NotFoundError, SpecError, UserError
+from ..errors import ConflictError, JobError, NotFoundError, SpecError, UserError
 from ..specs import Settings
 from ..specs.loader import Located, validate
 from ..specs.overrides import apply, parse_assignment
@@ -178,6 +178,8 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         store.update_job(name, status="Failed", error=msg)
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
+            raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
     return job
 
@@ -250,7 +252,12 @@ def resume(store: Store, name: str) -> Path:
         (job_dir / flag).unlink(missing_ok=True)
     doc = runner.read_job(job_dir)
     doc.update(status="Queued", error=None)
-    runner.write_job(job_dir, doc)
+    try:
+        runner.write_job(job_dir, doc)
+    except OSError as e:
+        if e.errno not in runner.NO_SPACE:
+            raise
+        raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
     store.update_job(name, status="Queued", error=None)
     return job_dir
 
