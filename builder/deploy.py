@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, config, endpoints, environments, images, locking, registry
-from .errors import NotFoundError, SpecError, UserError
-from .render import Rendered, RenderInput, render
+from .errors import BuildError, NotFoundError, SpecError, UserError
+from .render import MLFLOW_DRIVER, Rendered, RenderInput, render
 from .specs import BatchDeployment, EnvironmentSpec, InlineModel, Loaded, load_deployment, load_endpoint
+from .specs.conda import CondaFile
 from .store import Store
 
 Log = Callable[[str], None]
@@ -39,6 +40,7 @@ class Prepared:
     rendered: Rendered
     tag: str
     notices: list[str] = field(default_factory=list)
+    generated: bool = False  # scored by the generated MLflow driver (no scoring script given)
 
 
 def map_base_image(image: str | None, override: str | None) -> str:
@@ -85,9 +87,72 @@ def _resolve_environment(store: Store, loaded: Loaded[BatchDeployment], model: d
                                              reuse_same_content=True)
     if isinstance(spec.environment, str):
         return registry.resolve(store, "environment", spec.environment)
-    if model.get("type") == "mlflow_model":
-        raise UserError("MLflow deployments without an environment are not supported yet: give environment:")
-    raise SpecError("required", source=loaded.source, field="environment")
+    raise SpecError("required unless the model is an MLflow model", source=loaded.source, field="environment")
+
+
+def _model_environment(store: Store, model: dict[str, Any]) -> tuple[dict[str, Any], environments.ModelEnvironment]:
+    """Register the environment an MLflow model asks for (a new version only when it changes)."""
+    wanted = environments.mlflow_environment(Path(model["path"]))
+    env_spec = EnvironmentSpec(name=f"{model['name']}-env", image=environments.MLFLOW_BASE_IMAGE,
+                               conda_file=wanted.conda_file,
+                               description=f"built from {wanted.source} of MLflow model {model['name']}")
+    holder: Loaded[Any] = Loaded(env_spec, None, "", conda=CondaFile.model_validate(wanted.conda_file))
+    return registry.register_environment(store, holder, env_spec, reuse_same_content=True), wanted
+
+
+def _is_generated(loaded: Loaded[BatchDeployment], model: dict[str, Any]) -> bool:
+    """True when the deployment scores with the generated MLflow driver (no scoring script given)."""
+    if loaded.spec.code_configuration is not None:
+        return False
+    if model.get("type") != "mlflow_model":
+        raise SpecError(f"required unless the model is an MLflow model ({model['name']}:{model['version']} is a "
+                        f"{model.get('type') or 'custom_model'})", source=loaded.source, field="code_configuration")
+    registry.check_mlflow_model(Path(model["path"]))
+    return True
+
+
+def _lock(plan: environments.EnvPlan, base: environments.BaseInfo, opts: DeployOptions, log: Log,
+          wanted: environments.ModelEnvironment | None, notices: list[str]) -> locking.Lock:
+    """Resolve the plan; for a model's own environment, turn a failure into one line with a way out."""
+
+    def resolve() -> locking.Lock:
+        return locking.resolve(plan.requirements, python=base.python or "", options=plan.pip_options,
+                               refresh=opts.relock, log=log)
+
+    if wanted is None:
+        return resolve()
+    try:
+        return resolve()
+    except BuildError as e:
+        skinny = next((r for r in wanted.fallbacks if locking_name(r) in e.message), None)
+        if skinny is None:
+            raise _model_env_error(wanted, base, e) from e
+    # No mlflow-skinny of the pinned version (it started with mlflow 1.x): mlflow itself, as asked.
+    original = wanted.fallbacks[skinny]
+    notices[:] = [n for n in notices if skinny not in n]
+    notices.append(f"{skinny} is not available: installing {original} as the model asks")
+    plan.requirements = [original if r == skinny else r for r in plan.requirements]
+    try:
+        return resolve()
+    except BuildError as e:
+        raise _model_env_error(wanted, base, e) from e
+
+
+def locking_name(requirement: str) -> str:
+    """The part of a requirement pip repeats in its errors (`mlflow-skinny==1.2`)."""
+    return requirement.split(";")[0].strip()
+
+
+def _model_env_error(wanted: environments.ModelEnvironment, base: environments.BaseInfo, e: BuildError) -> UserError:
+    why = e.message.removeprefix("pip install failed: ").removeprefix("ERROR: ")
+    saved = ""
+    if wanted.python and wanted.python.split(".")[:2] != (base.python or "").split(".")[:2]:
+        saved = f", the model was saved with Python {wanted.python}"
+    return UserError(
+        f"the MLflow model's {wanted.source} cannot be installed on Python {base.python} of {base.image}{saved}: "
+        f"{why}; override its pins with --set environment.conda_file=FILE (a conda file, relative to the deployment "
+        "file) or give the deployment an environment"
+    )
 
 
 def prepare(
@@ -96,28 +161,35 @@ def prepare(
     """Resolve assets, plan the environment, lock it and render the context (no build yet)."""
     spec = loaded.spec
     model = _resolve_model(store, loaded)
-    env = _resolve_environment(store, loaded, model)
-    if spec.code_configuration is None:
-        raise UserError("MLflow deployments without code_configuration are not supported yet")
+    generated = _is_generated(loaded, model)
+    wanted: environments.ModelEnvironment | None = None
+    if generated and spec.environment is None:
+        env, wanted = _model_environment(store, model)
+    else:
+        env = _resolve_environment(store, loaded, model)
     from_image = map_base_image(env.get("image"), opts.base_image)
     if env.get("build"):
         from_image = _build_environment_image(env, opts, log)
     base = environments.probe_base(from_image)
     plan = environments.plan(env, base, strict=opts.strict)
+    notices = list(plan.notices) + (wanted.notices if wanted else [])
     lock = None
     if plan.strategy == "pip":
-        lock = locking.resolve(plan.requirements, python=base.python or "", options=plan.pip_options,
-                               refresh=opts.relock, log=log)
+        lock = _lock(plan, base, opts, log, wanted, notices)
+    if generated:
+        code_dir, script = None, MLFLOW_DRIVER
+    else:
+        code_dir = loaded.paths["code"]
+        script = loaded.paths["scoring_script"].relative_to(code_dir).as_posix()
     inp = RenderInput(
-        endpoint=spec.endpoint_name, deployment=spec.name, code_dir=loaded.paths["code"],
-        scoring_script=loaded.paths["scoring_script"].relative_to(loaded.paths["code"]).as_posix(),
+        endpoint=spec.endpoint_name, deployment=spec.name, code_dir=code_dir, scoring_script=script,
         model_path=Path(model["path"]), plan=plan, base=base, base_image=from_image, lock=lock, conda=base.conda,
         template_dir=opts.template_dir,
     )
     context = context or config.home() / "contexts" / f"{spec.endpoint_name}-{spec.name}"
     rendered = render(inp, context)
     tag = f"{image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
-    return Prepared(loaded, model, env, plan, rendered, tag, list(plan.notices))
+    return Prepared(loaded, model, env, plan, rendered, tag, notices, generated)
 
 
 def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
@@ -258,10 +330,14 @@ def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
     body["model"] = f"azureml:{p.model['name']}:{p.model['version']}"
     body["environment"] = f"azureml:{p.environment['name']}:{p.environment['version']}"
     body.pop("code_configuration", None)
-    body["code_configuration"] = {
-        "code": str(p.loaded.paths["code"]),
-        "scoring_script": spec.code_configuration.scoring_script if spec.code_configuration else None,
-    }
+    if p.generated:
+        # The image's code folder holds only the generated MLflow driver (jobs read scoring_script).
+        body["code_configuration"] = {"code": None, "scoring_script": MLFLOW_DRIVER, "generated": True}
+    else:
+        body["code_configuration"] = {
+            "code": str(p.loaded.paths["code"]),
+            "scoring_script": spec.code_configuration.scoring_script if spec.code_configuration else None,
+        }
     body["image"] = result.tag
     body["image_id"] = result.image_id
     body["built"] = result.built

@@ -74,6 +74,9 @@ def _pip(args: list[str], log: Callable[[str], None] | None) -> None:
                 log(line)
     if proc.returncode != 0:
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
+        # "No matching distribution found for X" says it in one line; the "Could not find a version"
+        # line before it lists every version there is.
+        errors = [ln for ln in errors if "No matching distribution found" in ln] or errors
         raise BuildError(f"pip {args[0]} failed: {errors[0] if errors else proc.stderr.strip()[-300:]}")
 
 

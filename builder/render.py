@@ -20,7 +20,7 @@ from pathlib import Path
 import jinja2
 
 import bepbuild_runtime
-from bepbuild_runtime import layout
+from bepbuild_runtime import layout, mlflow_driver
 
 from . import __version__, locking
 from .environments import BaseInfo, EnvPlan
@@ -37,13 +37,16 @@ def templates_dir() -> Path:
     return Path(str(importlib.resources.files("bepbuild.templates")))
 
 NOT_HASHED = ("wheels/",)
+# The scoring script of an MLflow deployment without one: the runtime's generated driver, copied into
+# the code folder (so the code layer stays last and both backends find it as they find any script).
+MLFLOW_DRIVER = Path(mlflow_driver.__file__).name
 
 
 @dataclass
 class RenderInput:
     endpoint: str
     deployment: str
-    code_dir: Path
+    code_dir: Path | None  # None: the generated MLflow driver is the whole code folder
     scoring_script: str  # relative to code_dir
     model_path: Path  # the registered copy: a folder or a file
     plan: EnvPlan
@@ -144,6 +147,8 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
         "model": inp.model_path.name,
         "scoring_script": inp.scoring_script,
     }
+    if inp.code_dir is None:
+        manifest["generated_driver"] = True
     files["bepbuild.lock.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     if inp.plan.strategy == "pip":
         assert inp.lock is not None
@@ -160,8 +165,11 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
             inner = "" if p == inp.model_path else "/" + p.relative_to(inp.model_path).as_posix()
             rel = inp.model_path.name + inner
             files[f"model/{rel}"] = p
-        for p in walk_files(inp.code_dir):
-            files[f"code/{p.relative_to(inp.code_dir).as_posix()}"] = p
+        if inp.code_dir is None:
+            files[f"code/{MLFLOW_DRIVER}"] = Path(mlflow_driver.__file__).resolve()
+        else:
+            for p in walk_files(inp.code_dir):
+                files[f"code/{p.relative_to(inp.code_dir).as_posix()}"] = p
     except ValueError as e:
         raise UserError(f"cannot build deployment {inp.deployment}: {e}") from e
     return files
