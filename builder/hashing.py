@@ -26,6 +26,8 @@ def walk_files(root: Path) -> list[Path]:
         raise ValueError(f"{root} is a symbolic link")
     if root.is_file():
         return [root]
+    if not root.is_dir():  # a named pipe, socket or device: reading it could block or never end
+        raise ValueError(f"{root} is not a regular file or folder")
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)

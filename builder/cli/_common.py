@@ -61,6 +61,8 @@ def guarded(fn: F) -> F:
 def fail(message: str, code: int, exc: BaseException | None) -> None:
     if state.debug and exc is not None:
         traceback.print_exception(exc)
+    # One line, whatever the message quotes (a YAML key or a file name may hold a newline).
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     raise typer.Exit(code)

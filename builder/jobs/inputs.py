@@ -21,8 +21,31 @@ from pathlib import Path
 from ..errors import UserError
 from ..store import Store
 
-MAX_DOWNLOAD_BYTES = int(os.environ.get("BEPBUILD_MAX_DOWNLOAD_BYTES", str(10 * 1024**3)))
-DOWNLOAD_TIMEOUT = float(os.environ.get("BEPBUILD_DOWNLOAD_TIMEOUT", "60"))
+DEFAULT_MAX_DOWNLOAD_BYTES = 10 * 1024**3
+
+
+def _env_number(name: str, default: float) -> float:
+    """A positive number from the environment (read at each use, so tests and callers may set it)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r}: not a number") from None
+    if value <= 0:
+        raise UserError(f"{name}={raw!r}: must be positive")
+    return value
+
+
+def max_download_bytes() -> int:
+    """`BEPBUILD_MAX_DOWNLOAD_BYTES`: the most an http(s) input may download, and unpack to."""
+    return int(_env_number("BEPBUILD_MAX_DOWNLOAD_BYTES", DEFAULT_MAX_DOWNLOAD_BYTES))
+
+
+def download_timeout() -> float:
+    """`BEPBUILD_DOWNLOAD_TIMEOUT`: seconds an http(s) input may stay silent."""
+    return _env_number("BEPBUILD_DOWNLOAD_TIMEOUT", 60.0)
 
 
 @dataclass
@@ -98,18 +121,24 @@ def download(spec: InputSpec, dest: Path) -> None:
     """Fetch an http(s) input into `dest` (bounded in size and time); archives are unpacked."""
     assert spec.url
     dest.mkdir(parents=True, exist_ok=True)
-    name = urllib.parse.unquote(urllib.parse.urlparse(spec.url).path.rsplit("/", 1)[-1]) or "input"
+    name = urllib.parse.unquote(urllib.parse.urlparse(spec.url).path.rsplit("/", 1)[-1])
+    name = name.replace("/", "_").replace("\0", "_")  # %2F..%2F must not climb out of `dest`
+    if name in ("", ".", ".."):
+        name = "input"
     target = dest / name
+    limit = max_download_bytes()
     try:
-        with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as resp, open(target, "wb") as out:
+        with urllib.request.urlopen(spec.url, timeout=download_timeout()) as resp, open(target, "wb") as out:
             size = int(resp.headers.get("Content-Length") or 0)
-            if size > MAX_DOWNLOAD_BYTES:
-                raise UserError(f"--input {spec.url}: {size} bytes is more than the limit of {MAX_DOWNLOAD_BYTES}")
+            if size > limit:
+                raise UserError(f"--input {spec.url}: {size} bytes is more than the limit of {limit} bytes "
+                                "(BEPBUILD_MAX_DOWNLOAD_BYTES)")
             copied = 0
             while chunk := resp.read(1 << 20):
                 copied += len(chunk)
-                if copied > MAX_DOWNLOAD_BYTES:
-                    raise UserError(f"--input {spec.url}: larger than the limit of {MAX_DOWNLOAD_BYTES} bytes")
+                if copied > limit:
+                    raise UserError(f"--input {spec.url}: larger than the limit of {limit} bytes "
+                                    "(BEPBUILD_MAX_DOWNLOAD_BYTES)")
                 out.write(chunk)
     except UserError:
         target.unlink(missing_ok=True)
@@ -122,18 +151,30 @@ def download(spec: InputSpec, dest: Path) -> None:
         return
     folder = dest / "data"
     folder.mkdir(exist_ok=True)
-    if zipfile.is_zipfile(target):
-        with zipfile.ZipFile(target) as z:
-            _safe_extract_zip(z, folder)
-    elif tarfile.is_tarfile(target):
-        with tarfile.open(target) as t:
-            t.extractall(folder, filter="data")
-    else:
-        shutil.move(str(target), folder / name)
+    try:
+        if zipfile.is_zipfile(target):
+            with zipfile.ZipFile(target) as z:
+                _check_unpacked_size(spec.url, sum(m.file_size for m in z.infolist()), limit)
+                _safe_extract_zip(z, folder)
+        elif tarfile.is_tarfile(target):
+            with tarfile.open(target) as t:
+                _check_unpacked_size(spec.url, sum(m.size for m in t.getmembers()), limit)
+                t.extractall(folder, filter="data")
+        else:
+            shutil.move(str(target), folder / name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise UserError(f"--input {spec.url}: cannot unpack the archive: {e}") from e
     target.unlink(missing_ok=True)
     # An archive holding one folder: score the files inside it.
     entries = list(folder.iterdir())
     spec.root = entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+def _check_unpacked_size(url: str, size: int, limit: int) -> None:
+    # A small archive may unpack to far more than it weighs (a "zip bomb"): the limit holds for both.
+    if size > limit:
+        raise UserError(f"--input {url}: the archive unpacks to {size} bytes, more than the limit of {limit} bytes "
+                        "(BEPBUILD_MAX_DOWNLOAD_BYTES)")
 
 
 def _safe_extract_zip(z: zipfile.ZipFile, dest: Path) -> None:

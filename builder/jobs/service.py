@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from ..specs.loader import Located, validate
 from ..specs.overrides import apply, parse_assignment
 from ..store import Store
 from . import inputs, runner
+
+# Azure's rule for job names (they also name folders and containers).
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
 
 # `--set` keys a job accepts (az's BatchJobSchema); the others are deployment-only.
 JOB_SET_KEYS = {
@@ -126,8 +130,9 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     dep = store.get_deployment(req.endpoint, deployment)
     settings = _settings(dep, req)
     name = req.job_name or str(uuid.uuid4())
-    if not layout.path("", name) or "/" in name or name.startswith("."):
-        raise UserError(f"--job-name {name!r} is not a valid name")
+    if not JOB_NAME.fullmatch(name):
+        raise UserError(f"--job-name {name!r} is not a valid name: letters, digits, '-' and '_', "
+                        "starting with a letter or digit, at most 255 characters")
     try:
         store.get_job(name)
         raise ConflictError(f"job {name!r} already exists")
@@ -137,6 +142,8 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     spec = inputs.resolve(store, req.input, req.input_type)
     job_dir = config.jobs_dir() / name
     out_dir = _output_dir(req, job_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output-path {out_dir} is a file; give a folder")
     out_file = out_dir / settings["output_file_name"] if settings["output_action"] == "append_row" else None
     if out_file is not None and out_file.exists():
         raise ConflictError(f"output file exists, refusing to overwrite it: {out_file}")
@@ -166,7 +173,10 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         count = queue.write_queue(job_dir, inputs.items(spec), settings["mini_batch_size"])
         if count == 0:
             raise UserError(f"--input {req.input}: no files to score")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--output-path {out_dir}: cannot create the folder: {e.strerror}") from None
         job["container_user"] = _share_with_containers(job_dir, out_dir, req.output_path is None)
         notes = []
         if spec.skipped:

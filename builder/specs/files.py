@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from ..errors import SpecError
+from ..hashing import walk_files
 from . import overrides as _overrides
 from .assets import ComputeSpec, DataSpec, EnvironmentSpec, ModelSpec
 from .conda import CondaFile
@@ -147,6 +148,11 @@ def load_deployment(
                 source=doc.where(("code_configuration", "scoring_script")),
                 field="code_configuration.scoring_script",
             )
+        try:  # the image gets a copy of the folder: it must not depend on what a link points to
+            walk_files(code)
+        except ValueError as e:
+            raise SpecError(f"{e}; the code folder may hold only regular files and folders",
+                            source=doc.where(("code_configuration", "code")), field="code_configuration.code") from None
         loaded.paths["code"] = code
         loaded.paths["scoring_script"] = script
         if not skip_script_validation:

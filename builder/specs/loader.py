@@ -31,6 +31,34 @@ class Located:
         return self.source
 
 
+# Spec files are small. These bounds stop hostile YAML before anything walks it: aliases that expand
+# a few lines into billions of values ("billion laughs"), recursive aliases, and deep nesting.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
+
+def _check_shape(node: yaml.Node, source: str) -> None:
+    memo: dict[int, int] = {}
+
+    def size(n: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"nested more than {MAX_DEPTH} levels deep (or a recursive alias)", source=source)
+        known = memo.get(id(n))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total += sum(size(v, depth + 1) for v in n.value)
+        if total > MAX_VALUES:
+            raise SpecError(f"more than {MAX_VALUES} values once its aliases are expanded", source=source)
+        memo[id(n)] = total
+        return total
+
+    size(node, 0)
+
+
 def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
@@ -46,10 +74,11 @@ def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, 
 
 def display_name(path: Path) -> str:
     """The name used for a file in messages: relative to the working dir when below it."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    absolute = Path(os.path.abspath(path))
+    cwd = Path.cwd()
+    if absolute == cwd or cwd in absolute.parents:
+        return os.path.relpath(absolute, cwd)
+    return str(absolute)
 
 
 def load_yaml(path: str | os.PathLike[str], *, what: str = "file") -> Located:
@@ -77,7 +106,11 @@ def parse_yaml(text: str, source: str) -> Located:
         raise SpecError("file is empty", source=source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_shape(node, source)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", source=source) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"{source}:{mark.line + 1}" if mark else source
