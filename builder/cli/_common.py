@@ -61,11 +61,17 @@ def guarded(fn: F) -> F:
 def fail(message: str, code: int, exc: BaseException | None) -> None:
     if state.debug and exc is not None:
         traceback.print_exception(exc)
-    # One line, whatever the message quotes (a YAML key or a file name may hold a newline).
-    message = message.replace("\r", "\\r").replace("\n", "\\n")
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {one_line(message)}\n")
     sys.stderr.flush()
     raise typer.Exit(code)
+
+
+def one_line(message: str) -> str:
+    """`message` with every non-printable character escaped: a YAML key or a file name quoted in an
+    error may hold a newline or another line separator, and an error is one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
 
 
 def warn(message: str) -> None:

@@ -67,6 +67,16 @@ def _must_exist(base: Path, rel: str, doc: Located, loc: tuple[str, ...], *, fol
     return p
 
 
+def _regular_only(path: Path, doc: Located, loc: tuple[str, ...], what: str) -> None:
+    # The image gets a copy of the folder: it must not depend on what a link points to, and reading a
+    # named pipe or a device could block or never end. Refused here, before anything is registered.
+    try:
+        walk_files(path)
+    except ValueError as e:
+        raise SpecError(f"{e}; the {what} folder may hold only regular files and folders",
+                        source=doc.where(loc), field=".".join(loc)) from None
+
+
 def load_endpoint(path: str | Path, *, sets: Iterable[str] = (), name: str | None = None) -> Loaded[BatchEndpoint]:
     """An endpoint YAML; `name` (the CLI's --name) wins over the file's."""
     spec, doc, notes = _load(BatchEndpoint, path, sets, {"name": name}, "endpoint file")
@@ -131,6 +141,7 @@ def load_deployment(
         raise SpecError("required", source=doc.source, field="model")
     if isinstance(spec.model, InlineModel):
         loaded.paths["model.path"] = _must_exist(base, spec.model.path, doc, ("model", "path"), folder=None)
+        _regular_only(loaded.paths["model.path"], doc, ("model", "path"), "model")
     is_mlflow = isinstance(spec.model, InlineModel) and spec.model.type == "mlflow_model"
     cc = spec.code_configuration
     if cc is not None:
@@ -148,11 +159,7 @@ def load_deployment(
                 source=doc.where(("code_configuration", "scoring_script")),
                 field="code_configuration.scoring_script",
             )
-        try:  # the image gets a copy of the folder: it must not depend on what a link points to
-            walk_files(code)
-        except ValueError as e:
-            raise SpecError(f"{e}; the code folder may hold only regular files and folders",
-                            source=doc.where(("code_configuration", "code")), field="code_configuration.code") from None
+        _regular_only(code, doc, ("code_configuration", "code"), "code")
         loaded.paths["code"] = code
         loaded.paths["scoring_script"] = script
         if not skip_script_validation:
