@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -360,3 +362,41 @@ def test_two_processes_adding_versions_concurrently(db: Path) -> None:
         assert sorted(seqs) == list(range(1, 101))
     finally:
         st.close()
+
+
+def test_two_cli_processes_creating_models_concurrently(tmp_path: Path, bepbuild_home: Path) -> None:
+    """2 x 20 `bepbuild model create` processes of one name, two at a time: versions 1..40, each
+    once, each with its own complete copy, and a database that passes SQLite's integrity check."""
+    bepbuild = Path(sys.executable).parent / "bepbuild"
+    for writer in ("a", "b"):
+        for i in range(20):
+            folder = tmp_path / writer / str(i)
+            folder.mkdir(parents=True)
+            (folder / "weights.txt").write_text(f"{writer}-{i}\n")
+    failures: list[str] = []
+
+    def write(writer: str) -> None:
+        for i in range(20):
+            proc = subprocess.run([str(bepbuild), "model", "create", "--name", "raced", "--path",
+                                   str(tmp_path / writer / str(i)), "-o", "none"],
+                                  capture_output=True, text=True, env=os.environ.copy(), timeout=60)
+            if proc.returncode != 0 or proc.stderr:
+                failures.append(f"{writer}-{i}: {proc.returncode} {proc.stderr}")
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    st = Store.open()
+    try:
+        rows = st.list_assets("model", "raced")
+        assert sorted(int(r["version"]) for r in rows) == list(range(1, 41))
+        contents = sorted(Path(r["path"], "weights.txt").read_text().strip() for r in rows)
+        assert contents == sorted(f"{w}-{i}" for w in ("a", "b") for i in range(20))
+        assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        st.close()
+    staging = bepbuild_home / "assets" / ".staging"
+    assert not staging.exists() or not any(staging.iterdir())
