@@ -16,6 +16,8 @@ Choices where Azure is loose, documented here:
 
 from __future__ import annotations
 
+import csv
+import io
 import sys
 import types
 from dataclasses import dataclass
@@ -65,10 +67,62 @@ def format_append_row(result: Any, inputs: int) -> Outcome:
         succeeded, warning = _count(len(result), inputs)
         return Outcome(text, succeeded, warning)
     if _is_dataframe(result):
-        text = result.to_csv(header=None, index=None, sep=" ", lineterminator="\n") if len(result) else None
+        text = frame_text(result) if len(result) else None
         succeeded, warning = _count(len(result), inputs)
         return Outcome(text, succeeded, warning)
     raise TypeError(f"{TYPE_ERROR}: run() returned {type(result).__name__}")
+
+
+def frame_text(df: Any) -> str:
+    """`df.to_csv(header=None, index=None, sep=" ", lineterminator="\\n")`, byte for byte, faster.
+
+    pandas' to_csv costs ~0.2 ms on a 10-row frame, as much as a small model's run(). For the
+    column types scoring scripts return (numpy floats, ints, bools, objects, pandas strings) this
+    converts each column the way pandas' own `get_values_for_csv` does (floats: numpy's
+    `astype(str)`; everything else: the objects themselves; missing values: the empty string) and
+    writes the rows with the same `csv.writer` settings. Any other column type (dates, categories,
+    nullable extension types, ...) goes through pandas' to_csv.
+    """
+    rows = _fast_rows(df)
+    if rows is None:
+        return df.to_csv(header=None, index=None, sep=" ", lineterminator="\n")
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=" ", quotechar='"', quoting=csv.QUOTE_MINIMAL, doublequote=True, escapechar=None,
+               lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _fast_rows(df: Any) -> Any:
+    pd, np = sys.modules["pandas"], sys.modules["numpy"]
+    if df.shape[1] == 0:
+        return None
+    # The column arrays without building a Series per column (a third of the cost otherwise).
+    arrays = df._iter_column_arrays() if hasattr(df, "_iter_column_arrays") else (c.array for _, c in df.items())
+    columns = []
+    for values in arrays:
+        dtype = values.dtype
+        if isinstance(dtype, np.dtype):
+            kind = dtype.kind
+            values = np.asarray(values)
+            if kind == "f":
+                mask = np.isnan(values)
+                values = values.astype(str).astype(object)
+            elif kind == "O":
+                mask = pd.isna(values)
+                values = values.copy()
+            elif kind in "iub":
+                columns.append(values.tolist())  # ints and bools are never missing
+                continue
+            else:
+                return None
+            if mask.any():
+                values[mask] = ""
+            columns.append(values.tolist())
+        elif isinstance(dtype, pd.StringDtype):
+            columns.append(values.to_numpy(dtype=object, na_value="").tolist())
+        else:
+            return None
+    return zip(*columns)  # noqa: B905 - equal lengths; strict= needs Python 3.10 (images may be older)
 
 
 def count_summary(result: Any, inputs: int) -> Outcome:
