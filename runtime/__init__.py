@@ -10,4 +10,6 @@ this package is baked into every image. Modules:
 - settings: the deployment settings in job.json, with Azure's defaults
 - reports: per-worker node log lines and processed mini-batch CSV rows
 - supervisor, worker: the instance's entrypoint process and its worker processes
+- mlflow_driver: the scoring script of MLflow deployments without one (mlflow, pandas, numpy and
+  PIL are imported inside its init()/run(), from the deployment's environment)
 """
