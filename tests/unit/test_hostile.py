@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hostile_names import ECHO, make_weird_inputs, read_echo_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from seedtree import make_seed_tree
@@ -202,45 +203,13 @@ def test_error_line_stays_one_line_when_a_key_holds_a_newline(tree: Path) -> Non
 
 # -- input names, links and outputs (process backend) -------------------------------------------------
 
-WEIRD_NAMES = [
-    "with space.txt", "  leading and trailing  ", "ünïcødé ✓.txt", "日本語のファイル.txt", "emoji-😀.txt",
-    "line\nbreak.txt", "tab\there.txt", "-rf.txt", "quote'\"s.txt", "back\\slash.txt", "star*?[x].txt",
-    "semicolon;ls.txt", "$(id).txt", "%2F..%2F.txt", "x" * 240 + ".txt",
-]
-WEIRD_BYTES = [b"undecodable-\xff\xfe.txt", b"latin1-caf\xe9.txt"]
-
-# Answers one line per input: its content (unique per file) and its name as JSON (one line, exact).
-ECHO = """
-import json, os
-
-def run(mini_batch):
-    return [open(p, "rb").read().decode() + " " + json.dumps(os.path.basename(p)) for p in mini_batch]
-"""
-
-
-def make_weird_inputs(folder: Path) -> dict[str, str]:
-    """Files with hostile names; returns {content: json name} (what each output row must say)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    expected = {}
-    names: list[bytes] = [os.fsencode(n) for n in WEIRD_NAMES] + WEIRD_BYTES
-    for i, raw in enumerate(names):
-        content = f"item-{i:02d}"
-        with open(os.path.join(os.fsencode(folder), raw), "wb") as f:
-            f.write(content.encode())
-        expected[content] = json.dumps(os.fsdecode(raw))
-    return expected
-
-
 def test_hostile_file_names_are_scored_exactly_once(tmp_path: Path) -> None:
     register(ECHO, mini_batch_size=3)
     expected = make_weird_inputs(tmp_path / "in")
     job = Cli().invoke("--input", str(tmp_path / "in"))
     assert job["status"] == "Completed", job
     assert job["counts"]["items_succeeded"] == len(expected) and job["counts"]["items_failed"] == 0
-    rows = Path(job["output_file"]).read_bytes().decode("utf-8", "surrogateescape").splitlines()
-    got = dict(row.split(" ", 1) for row in rows)
-    assert len(rows) == len(expected) == len(got)
-    assert got == expected
+    assert read_echo_rows(job["output_file"]) == expected
 
 
 def test_symlinks_out_of_the_input_folder_are_skipped_not_followed(tmp_path: Path) -> None:
