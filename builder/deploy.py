@@ -87,6 +87,9 @@ def _resolve_environment(store: Store, loaded: Loaded[BatchDeployment], model: d
                                              reuse_same_content=True)
     if isinstance(spec.environment, str):
         return registry.resolve(store, "environment", spec.environment)
+    if model.get("type") == "mlflow_model":  # a registered MLflow model with a scoring script, as in Azure
+        raise SpecError("required when a scoring script is given for an MLflow model", source=loaded.source,
+                        field="environment")
     raise SpecError("required unless the model is an MLflow model", source=loaded.source, field="environment")
 
 

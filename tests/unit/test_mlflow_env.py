@@ -201,3 +201,15 @@ def test_render_puts_the_generated_driver_in_the_code_folder(tmp_path: Path) -> 
     copies = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
     assert copies == ["runtime/", "model/", "code/"]
     assert render(inp, tmp_path / "again").content_hash == out.content_hash
+
+
+def test_registered_mlflow_model_with_a_script_needs_an_environment(tmp_path: Path) -> None:
+    f = _deployment(tmp_path, "")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "score.py").write_text("def run(b):\n    return b\n")
+    sets = ["model=azureml:heart@latest", "code_configuration.code=code", "code_configuration.scoring_script=score.py"]
+    loaded = load_deployment(f, sets=sets)  # a registered model: its type is known only at deploy
+    model = {"name": "heart", "version": "1", "type": "mlflow_model", "path": str(HEART_MODEL)}
+    assert deploy._is_generated(loaded, model) is False
+    with pytest.raises(SpecError, match="environment: required when a scoring script is given for an MLflow model"):
+        deploy._resolve_environment(None, loaded, model)  # type: ignore[arg-type]
