@@ -29,7 +29,7 @@ from .settings import APPEND_ROW, Settings
 PHASE, STARTED, BATCH = 0, 1, 2
 STATE_SIZE = 3
 PHASE_INIT, PHASE_READY = 0.0, 1.0
-IDLE_POLL_SECONDS = 0.15  # pending/ empty: look again this often (items of dead workers come back)
+IDLE_POLL_SECONDS = 0.05  # pending/ empty: look again this often (items of dead workers come back)
 
 
 @dataclass(frozen=True)

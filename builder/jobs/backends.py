@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +57,10 @@ class Backend(Protocol):
 
     def cleanup(self) -> None: ...
 
+    def pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early when an instance exits."""
+        ...
+
 
 def instance_name(i: int) -> str:
     return f"instance-{i}"
@@ -66,6 +71,7 @@ class ProcessBackend:
 
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._changed = threading.Event()  # set by a waiter thread when an instance exits
 
     def start(self, plan: InstancePlan, instance: str) -> None:
         env = {**os.environ, **plan.env}
@@ -85,6 +91,13 @@ class ProcessBackend:
         log.close()
         # Instances outlive a killed host (own session): resume finds and stops them by this file.
         (plan.job_dir / _pid_file(instance)).write_text(f"{self.procs[instance].pid}\n")
+        proc = self.procs[instance]
+        threading.Thread(target=lambda: (proc.wait(), self._changed.set()), daemon=True,
+                         name=f"wait-{instance}").start()
+
+    def pause(self, seconds: float) -> None:
+        self._changed.wait(seconds)
+        self._changed.clear()
 
     def exited(self) -> dict[str, int]:
         out = {}
@@ -125,6 +138,10 @@ class DockerBackend:
         self.client = images.engine()
         self.containers: dict[str, Any] = {}
         self.plans: dict[str, InstancePlan] = {}
+        # Exit codes reported by one waiter thread per container (blocked in the engine's wait, so
+        # the host loop never polls the engine); None: the wait failed, ask the engine instead.
+        self._exits: dict[str, int | None] = {}
+        self._changed = threading.Event()
 
     def start(self, plan: InstancePlan, instance: str) -> None:
         import docker
@@ -169,21 +186,54 @@ class DockerBackend:
             raise EngineError(f"image {plan.image} is gone; deploy the deployment again") from e
         except docker.errors.APIError as e:
             raise EngineError(f"could not start {instance}: {e.explanation or e}") from e
+        self._exits.pop(instance, None)
+        threading.Thread(target=self._wait, args=(instance, self.containers[instance].id), daemon=True,
+                         name=f"wait-{instance}").start()
+
+    def _wait(self, instance: str, container_id: str) -> None:
+        """Block in the engine's wait for the container (own client: the SDK's is not thread-safe)."""
+        import docker
+
+        code: int | None = None
+        try:
+            api = docker.from_env(version=self.client.api.api_version).api
+            try:
+                code = int(api.wait(container_id, timeout=None).get("StatusCode", -1))
+            finally:
+                api.close()
+        except Exception:
+            code = None
+        self._exits[instance] = code
+        self._changed.set()
+
+    def pause(self, seconds: float) -> None:
+        self._changed.wait(seconds)
+        self._changed.clear()
 
     def exited(self) -> dict[str, int]:
         out = {}
         for name, c in list(self.containers.items()):
+            if name not in self._exits:
+                continue  # its waiter is still blocked: running
+            code = self._exits[name]
+            if code is None:  # the wait failed: ask the engine
+                try:
+                    c.reload()
+                except Exception:
+                    out[name] = -1
+                    del self.containers[name]
+                    continue
+                if c.status not in ("exited", "dead"):
+                    continue
+                code = int(c.attrs["State"].get("ExitCode", -1))
+            del self._exits[name]
+            out[name] = code
+            self._save_logs(c, name)
             try:
-                c.reload()
-            except Exception:
-                out[name] = -1
-                del self.containers[name]
-                continue
-            if c.status in ("exited", "dead"):
-                out[name] = int(c.attrs["State"].get("ExitCode", -1))
-                self._save_logs(c, name)
                 c.remove(force=True)
-                del self.containers[name]
+            except Exception:
+                pass
+            del self.containers[name]
         return out
 
     def _save_logs(self, c: Any, instance: str) -> None:

@@ -202,7 +202,7 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
             for worker in queue.stale_workers(job_dir):
                 if layout.instance_of(worker) not in backend.running():
                     queue.requeue_worker(job_dir, worker, "heartbeat expired", max_retries)
-            time.sleep(POLL_SECONDS)
+            getattr(backend, "pause", time.sleep)(POLL_SECONDS)  # wakes early when an instance exits
     except BaseException:
         backend.stop()
         backend.cleanup()
