@@ -8,10 +8,13 @@ tries so far. It lives in exactly one place, and every move is one rename on one
                                    '--fail_attempt, out of tries--> failed/<id>.json
 
 Crash safety, step by step (no fsync: rename gives atomic visibility, which is what readers need):
-- complete(): results/<id>.csv (tmp + rename), then done/<id>.json (tmp + rename), then the
-  claim is unlinked. A crash before done/ leaves the claim, so the batch is retried and its
-  result file is replaced (or removed when the retry has no rows); a crash after done/ leaves a
-  claim that requeue drops because done/<id>.json exists. Rows are never lost nor duplicated:
+- complete(): results/<id>.csv (tmp + rename), then the claim file is rewritten in place as the
+  done record (every field of the claim plus counts and timings: still a valid claim) and renamed
+  to done/<id>.json (no file created: creating one is the dearest step of a mini-batch). A crash
+  before that rename leaves a claim, so the batch is retried and its result file is replaced (or
+  removed when the retry has no rows); a claim the worker cannot rewrite (not its owner) takes
+  the old path: done/ written (tmp + rename), then the claim dropped, which requeue also drops
+  because done/<id>.json exists. Rows are never lost nor duplicated:
   one result file per id, and only ids with a done file are merged.
 - fail_attempt(): the new pending file is written before the claim is unlinked, so a crash in
   between can only run the batch once more, never lose it.
@@ -22,6 +25,7 @@ Crash safety, step by step (no fsync: rename gives atomic visibility, which is w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -181,8 +185,32 @@ def complete(
     }
     if timings:
         record.update(timings)
-    write_atomic(layout.path(job, layout.DONE_DIR, bid + JSON), dumps(record).encode("ascii"), folder)
-    unlink_quiet(folder + "/" + bid + JSON)
+    data = dumps(record).encode("ascii")
+    claim, done = folder + "/" + bid + JSON, layout.path(job, layout.DONE_DIR, bid + JSON)
+    # The claim file becomes the done record: rewritten in place, then renamed into done/. Creating
+    # a file is the dearest step here (0.05-0.2 ms of kernel time); this saves one per mini-batch.
+    # The record has the claim's id, items and attempt, so a claim caught between the two steps is
+    # still a valid claim (requeued like any other), and done/ only ever sees the whole record.
+    # One pwrite over the whole old content (padded with JSON whitespace when the claim was longer):
+    # a killed process leaves the old claim or the new record, never a mix or an empty file.
+    try:
+        fd = os.open(claim, os.O_WRONLY)
+    except OSError:  # gone (requeued meanwhile) or not ours to write (written by the host as another user)
+        write_atomic(done, data, folder)
+        unlink_quiet(claim)
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if len(data) < size:
+            data += b" " * (size - len(data))
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(errno.ENOSPC, f"short write on {claim}")  # a regular file: only when full
+    finally:
+        os.close(fd)
+    try:
+        os.rename(claim, done)
+    except FileNotFoundError:
+        pass  # requeued while we wrote (we were presumed dead): the retry replaces our rows
 
 
 def fail_attempt(
