@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,9 +67,18 @@ def _key(requirements: list[str], options: list[str], python: str) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
+_CREDENTIALS = re.compile(r"://[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced (pip echoes some arguments raw)."""
+    return _CREDENTIALS.sub("://****@", text)
+
+
 def _pip(args: list[str], log: Callable[[str], None] | None) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc.stdout, proc.stderr = redact(proc.stdout), redact(proc.stderr)
     if log:
         for line in (proc.stdout + proc.stderr).splitlines():
             if line.strip() and "is ignored: it is neither a file nor a directory" not in line:
@@ -89,8 +100,12 @@ def resolve(
     refresh: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Lock:
-    """Resolve requirements for `python` (X.Y[.Z]) into a lock, fetching wheels as needed."""
-    options = options or []
+    """Resolve requirements for `python` (X.Y[.Z]) into a lock, fetching wheels as needed.
+
+    `options` are pip option lines as a conda file's pip section holds them (`--extra-index-url URL`
+    is one line there and two arguments for pip).
+    """
+    options = [arg for line in options or [] for arg in shlex.split(line)]
     key = _key(requirements, options, ".".join(python.split(".")[:2]))
     cached = config.home() / "locks" / f"{key}.json"
     if cached.exists() and not refresh:
