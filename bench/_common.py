@@ -68,6 +68,11 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages: on a shared 2-core machine they say how quiet a run was."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 # -- a bepbuild home and its command line ---------------------------------------------------------
 def bepbuild_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "bepbuild"
@@ -125,10 +130,21 @@ class Home:
         if instance_count:
             args += ["--instance-count", str(instance_count)]
         args += list(extra)
-        launched = time.time()
-        seconds, job = self.cli(*args)
-        if not isinstance(job, dict) or job.get("status") != "Completed":
-            raise RuntimeError(f"invoke did not complete: {str(job)[:2000]}")
+        for attempt in (1, 2):
+            launched = time.time()
+            try:
+                seconds, job = self.cli(*args)
+            except RuntimeError as e:  # e.g. the engine restarted under us (a shared machine): once more
+                if attempt == 2:
+                    raise
+                log(f"invoke failed, retrying once: {str(e)[-300:]}")
+                time.sleep(5)
+                continue
+            if isinstance(job, dict) and job.get("status") == "Completed":
+                break
+            if attempt == 2:
+                raise RuntimeError(f"invoke did not complete: {str(job)[:2000]}")
+            log(f"invoke ended {job.get('status') if isinstance(job, dict) else job!r}, retrying once")
         return launched, seconds, job
 
 
@@ -227,7 +243,8 @@ def done_records(job_dir: Path) -> list[dict[str, Any]]:
 def steady_state(job_dir: Path) -> dict[str, float]:
     """Figures of the runtime at work, from the done records (time between first and last start).
 
-    - batches_per_s: (n - 1) / (last start - first start), over all workers;
+    - batches_per_s: the sum over workers of (n_w - 1) / (its last start - its first start): the
+      rate while every worker works (start and end, when some workers already idle, left out);
     - cycle_ms: per worker, the mean time from one mini-batch's start to the next one's;
     - run_ms: the mean time inside run();
     - overhead_ms: cycle - run, per worker then averaged: what the runtime costs per mini-batch
@@ -254,8 +271,8 @@ def steady_state(job_dir: Path) -> dict[str, float]:
         "batches": n,
         "items": items,
         "span_s": span,
-        "batches_per_s": (n - 1) / span if n > 1 and span > 0 else float("nan"),
-        "items_per_s": items * (n - 1) / n / span if n > 1 and span > 0 else float("nan"),
+        "batches_per_s": worker_rate(recs),
+        "items_per_s": worker_rate(recs) * items / n if n else float("nan"),
         "cycle_ms": 1000 * statistics.fmean(cycles) if cycles else float("nan"),
         "run_ms": 1000 * statistics.fmean(r["run_seconds"] for r in recs),
         "overhead_ms": 1000 * statistics.fmean(overheads) if overheads else float("nan"),
@@ -263,6 +280,18 @@ def steady_state(job_dir: Path) -> dict[str, float]:
         "first_end": min(r["start"] + r["elapsed"] for r in recs),
         "last_end": max(r["start"] + r["elapsed"] for r in recs),
     }
+
+
+def worker_rate(recs: Sequence[dict[str, Any]]) -> float:
+    """Mini-batches per second while all workers work: sum over workers of (n_w - 1) / span_w."""
+    by_worker: dict[str, list[float]] = {}
+    for r in recs:
+        by_worker.setdefault(str(r["worker"]), []).append(r["start"])
+    rate = 0.0
+    for starts in by_worker.values():
+        if len(starts) > 1 and max(starts) > min(starts):
+            rate += (len(starts) - 1) / (max(starts) - min(starts))
+    return rate or float("nan")
 
 
 def node_times(job_dir: Path) -> dict[str, list[float]]:

@@ -50,11 +50,10 @@ def run_limit(h: c.Home, images: Path, code: Path, model_dir: Path, workers: int
         raise RuntimeError(f"limit failed: {proc.stderr[-2000:]}")
     doc = json.loads(out.read_text())
     recs = [r for w in doc["workers"] for r in w["records"]]
-    starts = sorted(r["start"] for r in recs)
-    n = len(starts)
+    n = len(recs)
     items = sum(r["total"] for r in recs)
-    span = starts[-1] - starts[0]
-    return {"wall": wall, "batches_per_s": (n - 1) / span, "items_per_s": items * (n - 1) / n / span,
+    rate = c.worker_rate(recs)  # the same measure as bepbuild's (bench/_common.steady_state)
+    return {"wall": wall, "batches_per_s": rate, "items_per_s": rate * items / n,
             "ready": max(w["ready"] for w in doc["workers"]) - launched,
             "run_ms": 1000 * sum(r["run_seconds"] for r in recs) / n}
 
@@ -133,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     def col(kind: str, n: int, key: str) -> list[float]:
         return [r[key] for r in results[kind].get(n, [])]
 
+    print(f"[{c.load()} at the end of the runs]")
     print(f"P2 limit: MNIST torch, {args.images} images, mini_batch_size {mbs}, {args.reps} reps; "
           "median (min-max)")
     rows = []

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return [r[k] for r in runs[b]]
 
     batches = runs[backends[0]][0]["batches"]
+    print(f"[{c.load()} at the end of the runs]")
     print(f"P1 runtime overhead: no-op run(), {args.files} files, mini_batch_size 10 ({batches} mini-batches), "
           f"1 worker, {args.reps} reps; median (min-max)")
     rows = []

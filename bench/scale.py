@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     def col(n: int, mode: str, key: str) -> list[float]:
         return [r[key] for r in results[n][mode]]
 
+    print(f"[{c.load()} at the end of the runs]")
     print("P6 input scale: empty files in one folder, mini_batch_size 10; median (min-max)")
     rows = []
     smallest = min(args.sizes)

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     def col(k: str, key: str) -> list[float]:
         return [r[key] for r in runs[k]]
 
+    print(f"[{c.load()} at the end of the runs]")
     print(f"P5 start latency: invoke -> first mini-batch done, 100 files, {args.reps} reps; seconds, median (min-max)")
     rows = [[k, c.fmt(col(k, "latency"), 2), c.fmt(col(k, "first_done"), 2), c.fmt(col(k, "init"), 2),
              c.fmt(col(k, "supervisor"), 2), c.fmt(col(k, "wall"), 2)] for k in runs]
