@@ -34,7 +34,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import layout
-from ._fs import JSON, dumps, is_claim, is_no_space, listdir, total_count, unlink_quiet, worker_dir, write_atomic
+from ._fs import (
+    JSON,
+    dumps,
+    is_claim,
+    is_no_space,
+    listdir,
+    total_count,
+    unlink_quiet,
+    worker_dir,
+    write_all,
+    write_atomic,
+)
 from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
 from .reports import SYSTEM_ERROR, WorkerLogs
 
@@ -76,11 +87,18 @@ def write_queue(job_dir: str | os.PathLike[str], items: Iterable[str], mini_batc
     count = 0
     batch: list[str] = []
 
+    prefix = staging + "/"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
     def flush() -> None:
         nonlocal count, batch
         bid = layout.mini_batch_id(count)
-        with open(os.path.join(staging, bid + JSON), "wb") as f:
-            f.write(dumps({"id": bid, "items": batch, "attempt": 0}).encode("ascii"))
+        # The bytes of dumps({"id", "items", "attempt"}); os-level I/O: 100k files at 1M items.
+        fd = os.open(prefix + bid + JSON, flags, 0o666)
+        try:
+            write_all(fd, b'{"id":"%s","items":%s,"attempt":0}' % (bid.encode(), dumps(batch).encode("ascii")))
+        finally:
+            os.close(fd)
         count += 1
         batch = []
 

@@ -102,17 +102,18 @@ def items(spec: InputSpec) -> Iterator[str]:
         yield spec.single
         return
     root = spec.root
-    names: list[str] = []
+    # One pass, no stat per file (scandir's d_type answers both questions); links are rare and
+    # checked apart. Sorted in memory: at 1M names that is ~0.3 s and ~70 MB (bench/scale.py),
+    # and it keeps the queue (and so the output) in name order.
+    links: list[os.DirEntry[str]] = []
     with os.scandir(root) as it:
-        for entry in it:
-            if entry.is_symlink():
-                target = Path(os.path.realpath(entry.path))
-                if root not in target.parents or not target.is_file():
-                    spec.skipped.append(entry.name)
-                    continue
-                names.append(entry.name)
-            elif entry.is_file(follow_symlinks=False):
-                names.append(entry.name)
+        names = [e.name for e in it if e.is_file(follow_symlinks=False) or (e.is_symlink() and links.append(e))]
+    for entry in links:
+        target = Path(os.path.realpath(entry.path))
+        if root not in target.parents or not target.is_file():
+            spec.skipped.append(entry.name)
+        else:
+            names.append(entry.name)
     names.sort()
     yield from names
 
