@@ -12,6 +12,7 @@ import fcntl
 import filecmp
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Any
 
 from bepbuild_runtime import layout, queue
 
-from ..errors import ConflictError, JobError
+from ..errors import ConflictError, EngineError, JobError
 from ..store import Store
 from . import reports
 from .backends import Backend, InstancePlan, instance_name, make
@@ -95,10 +96,34 @@ def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[st
     with host_lock(job_dir):
         try:
             return _run(store, job_dir, watch)
-        except OSError as e:
-            if e.errno not in NO_SPACE:
-                raise
-            raise _stopped_for_space(store, job_dir, e) from None
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno in NO_SPACE:
+                raise _stopped_for_space(store, job_dir, e) from None
+            if _engine_failed(e):
+                raise _stopped_for_engine(store, job_dir, e) from None
+            raise
+
+
+def _engine_failed(e: BaseException) -> bool:
+    """The Docker engine went away or refused us (a restart, a crash): not a bug of ours."""
+    if isinstance(e, EngineError):
+        return True
+    docker_errors, requests_exceptions = sys.modules.get("docker.errors"), sys.modules.get("requests.exceptions")
+    return bool((docker_errors and isinstance(e, docker_errors.DockerException))
+                or (requests_exceptions and isinstance(e, requests_exceptions.RequestException)))
+
+
+def _stopped_for_engine(store: Store, job_dir: Path, e: Exception) -> EngineError:
+    """The engine failed mid-job. Its instances are gone or stopped with it; their claims are given
+    back by the resume (which removes what is left of them first). Record the job Failed and say in
+    one line how to go on."""
+    job = read_job(job_dir)
+    why = e.message if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+    why = why.splitlines()[0][:300] if why else type(e).__name__
+    msg = (f"the Docker engine failed during job {job['name']} ({why}); the job stopped: when the engine "
+           f"answers again, run `bepbuild job resume --name {job['name']}`")
+    set_state(store, job_dir, job, status="Failed", error=msg, ended_at=_now())
+    return EngineError(msg)
 
 
 def _stopped_for_space(store: Store, job_dir: Path, e: OSError) -> JobError:
