@@ -10,8 +10,10 @@ afterwards:
   settings, listing, job folder, queue, handing the folder to the container user), with the no-op
   deployment registered in a throw-away BEPBUILD_HOME.
 
-The RSS column is the peak of the whole process (Python + bepbuild imports included); "imports"
-is the peak before the measured call, so the difference is what the listing and the queue cost.
+The page cache is synced (os.sync) after the files are made and after each run, so no run pays
+for the writeback of the previous one's files. The RSS column is the peak of the whole process
+(Python + bepbuild imports included); "imports" is the peak before the measured call, so the
+difference is what the listing and the queue cost.
 Goal at 1M files: <= 15 s and <= 500 MB.
 
     .venv/bin/python bench/scale.py [--sizes 10000 100000 1000000] [--reps 3] [--json FILE]
@@ -77,6 +79,7 @@ def measure(mode: str, folder: Path, job_dir: Path, home: Path) -> dict:
         raise RuntimeError(f"scale child failed: {proc.stderr[-2000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     shutil.rmtree(out["job_dir"], ignore_errors=True)
+    os.sync()  # the next run starts with no writeback of this one's 100k files under way
     return out
 
 
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.sizes:
             folder = h.root / f"in-{n}"
             made = make_files(folder, n)
+            os.sync()  # creating 1M files leaves a long writeback: not the measured runs' cost
             c.log(f"{n} empty files made in {made:.1f} s")
             results[n] = {"lib": [], "invoke": []}
             reps = args.reps if n < 1_000_000 else max(1, min(args.reps, 2))
