@@ -24,7 +24,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,44 +266,59 @@ def test_instance_killed_in_init_run_and_result_write(deploy, jobs: list[str], t
 # -- 2. the host killed during the final merge, then resume ---------------------------------------------
 
 
-def test_host_killed_during_the_final_merge_then_resume(deploy, jobs: list[str], tmp_path: Path) -> None:
-    # 20 results of 120k rows (~7 MB each): the merge takes long enough to be caught in the act.
-    dep = deploy(phases_script(init=0.0, run=0.0, big_rows=120_000), mini_batch_size=1, instance_count=2)
-    names = [f"{i:03d}-big.txt" for i in range(20)]
+def kill_host_when(host: subprocess.Popen[bytes], ready: Callable[[], Any], what: str) -> Any:
+    """SIGKILL the host process as soon as `ready()` is true; return what it returned."""
+    try:
+        deadline = time.monotonic() + 240
+        while not (found := ready()):
+            assert host.poll() is None, f"the host ended before {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.002)
+    finally:
+        host.send_signal(signal.SIGKILL)
+        host.wait()
+    return found
+
+
+def test_host_killed_mid_run_then_again_during_the_final_merge(deploy, jobs: list[str], tmp_path: Path) -> None:
+    # 24 results of 120k rows (~7 MB each): the merge takes long enough to be caught in the act.
+    dep = deploy(phases_script(init=0.0, run=0.2, big_rows=120_000), mini_batch_size=1, instance_count=2)
+    names = [f"{i:03d}-big.txt" for i in range(24)]
     inputs = make_inputs(tmp_path / "in", names)
     name = f"job-{uuid.uuid4().hex[:12]}"
     jobs.append(name)
     job_dir = config.jobs_dir() / name
     out_dir = job_dir / layout.OUTPUTS_DIR
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": os.environ.copy()}
+
+    # 1. the invoking host, killed mid-run
     host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", dep.endpoint, "--input",
-                             str(inputs), "--job-name", name, "-q", "-o", "json"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    merging: list[str] = []
-    try:
-        deadline = time.monotonic() + 240
-        while not merging:
-            assert host.poll() is None, "the job ended before its merge was caught"
-            assert time.monotonic() < deadline, "no merge seen"
-            try:
-                merging = [n for n in os.listdir(out_dir) if ".merging-" in n]
-            except FileNotFoundError:
-                pass
-            if not merging:
-                time.sleep(0.002)
-    finally:
-        host.send_signal(signal.SIGKILL)
-        host.wait()
+                             str(inputs), "--job-name", name, "-q", "-o", "json"], **quiet)
+    kill_host_when(host, lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= 4, "4 finished mini-batches")
+    assert len(done_ids(job_dir)) < 24
+
+    # 2. the resuming host, killed while it merges (its temp file next to the output)
+    host = subprocess.Popen([str(BEPBUILD), "job", "resume", "--name", name, "-q", "-o", "json"], **quiet)
+
+    def merging() -> list[str]:
+        try:
+            return [n for n in os.listdir(out_dir) if ".merging-" in n]
+        except FileNotFoundError:
+            return []
+
+    temp = kill_host_when(host, merging, "the final merge")
     assert read_job_file(job_dir)["status"] == "Finalizing"
     assert not (out_dir / "predictions.csv").exists()
-    assert (out_dir / merging[0]).exists()  # the dead host's half-written merge
-    assert len(done_ids(job_dir)) == 20
+    assert (out_dir / temp[0]).exists()  # the dead host's half-written merge
+    assert len(done_ids(job_dir)) == 24
 
+    # 3. resumed again: Completed, nothing scored twice, no temp file left behind
     job = bep_json("job", "resume", "--name", name, "-q", timeout=300)
     assert job["status"] == "Completed", job
-    assert sorted(os.listdir(out_dir)) == ["marks.txt", "predictions.csv"]  # no temp file left behind
+    assert sorted(os.listdir(out_dir)) == ["marks.txt", "predictions.csv"]
     assert_accounted(job, names, {n: 120_000 for n in names}, columns=("file", "row", "pad"))
     done_rows = Counter(r["Mini-batch Id"] for r in processed(job) if r["Status"] == layout.STATUS_DONE)
-    assert len(done_rows) == 20 and max(done_rows.values()) == 1  # nothing was scored again
+    assert len(done_rows) == 24 and max(done_rows.values()) == 1
     assert not job_containers(name, all_=True)
 
 
