@@ -221,8 +221,17 @@ def complete(
         size = os.fstat(fd).st_size
         if len(data) < size:
             data += b" " * (size - len(data))
-        if os.pwrite(fd, data, 0) != len(data):
-            raise OSError(errno.ENOSPC, f"short write on {claim}")  # a regular file: only when full
+        try:
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, f"short write on {claim}")  # a regular file: only when full
+        except OSError:
+            # Growing the file past its blocks failed half-way (disk full): put a whole claim back
+            # (it fits in the blocks the file already has), so a requeue reads a valid claim.
+            claim_data = dumps({"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)})
+            raw = claim_data.encode("ascii")
+            os.pwrite(fd, raw + b" " * max(0, size - len(raw)), 0)
+            os.ftruncate(fd, max(size, len(raw)))
+            raise
     finally:
         os.close(fd)
     try:

@@ -97,3 +97,32 @@ def test_a_claim_it_cannot_rewrite_takes_the_old_path(tmp_path: Path, monkeypatc
     monkeypatch.setattr(os, "open", real_open)
     assert json.loads((job / layout.DONE_DIR / "000000000.json").read_text())["succeeded"] == 2
     assert _files(job / layout.RUNNING_DIR / "i.0") == []
+
+
+def test_disk_full_while_growing_the_claim_leaves_a_valid_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pwrite that fails half-way (ENOSPC past the claim's blocks) must not leave a torn record."""
+    import errno
+
+    job = _job(tmp_path, 4, 2)
+    batch = queue.Claimer(job, "i.0").claim()
+    claim = job / layout.RUNNING_DIR / "i.0" / "000000000.json"
+    real_pwrite = os.pwrite
+    calls = []
+
+    def torn(fd: int, data: bytes, offset: int) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:  # the record: half of it lands, then the disk is full
+            real_pwrite(fd, data[: len(data) // 2] + b"\0" * 3, offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", torn)
+    with pytest.raises(OSError):
+        queue.complete(job, "i.0", batch, "a\nb\n", 2)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    rec = json.loads(claim.read_text())
+    assert (rec["id"], rec["items"], rec["attempt"]) == ("000000000", batch["items"], 0)
+    assert "status" not in rec and not (job / layout.DONE_DIR / "000000000.json").exists()
+    assert queue.requeue_worker(job, "i.0", "disk full", 3) == {"000000000": "requeued"}
