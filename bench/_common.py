@@ -86,6 +86,7 @@ class Home:
         self.root = Path(tempfile.mkdtemp(prefix=f"bepbuild-bench-{prefix}-", dir="/tmp"))
         self.home = self.root / "home"
         self.env = {**os.environ, "BEPBUILD_HOME": str(self.home)}
+        os.sync()  # start with no writeback of an earlier benchmark's files under way
 
     def __enter__(self) -> Home:
         return self
@@ -96,6 +97,7 @@ class Home:
     def close(self) -> None:
         # Job folders of docker jobs belong to the container user: root removes them all the same.
         shutil.rmtree(self.root, ignore_errors=True)
+        os.sync()  # leave no writeback of our deletions to the next benchmark
 
     def cli(self, *args: str, check: bool = True) -> tuple[float, Any]:
         """Run `bepbuild ARGS -o json`: (wall seconds, parsed stdout)."""
@@ -158,6 +160,7 @@ def tiny_files(folder: Path, n: int, size: int = 8) -> Path:
         if size:
             os.write(fd, data)
         os.close(fd)
+    os.sync()  # their writeback is not the measured runs' cost
     return folder
 
 
@@ -172,6 +175,7 @@ def mnist_images(folder: Path, n: int) -> Path:
             os.link(src, dst)
         except OSError:
             shutil.copyfile(src, dst)
+    os.sync()
     return folder
 
 

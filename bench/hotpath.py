@@ -1,0 +1,168 @@
+"""Hot paths of the queue protocol and the host loop, in-process, each against its earlier form.
+
+On a shared machine whose file operations cost 30-300 us depending on the neighbours, the end-to-end
+figures move a lot between runs; these micro-benchmarks alternate the two variants of each step in
+the same second, so their ratios hold even when the absolute numbers move.
+
+- claim + complete: one mini-batch of 10 items through Claimer.claim() and queue.complete() (result
+  file, done record), against the earlier complete() that wrote the done record as a new file
+  (tmp + rename) and then unlinked the claim;
+- DataFrame -> append_row text: output.frame_text against pandas' to_csv (the MNIST frame: file,
+  class, probability; 10 rows);
+- worker logs: one WorkerLogs.attempt() (node-log line + attempts-CSV row);
+- merge: queue.merge_results of 2,000 result files (20,000 rows), streamed;
+- host poll: one ProgressReader.read() on a 2,000-mini-batch queue (news only), and the
+  supervisor's looks_empty();
+- write_queue: 20,000 items into 2,000 mini-batch files.
+
+    .venv/bin/python bench/hotpath.py [--batches 2000] [--reps 5] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+from bepbuild_runtime import _fs, layout, output, queue, reports  # noqa: E402
+
+
+def old_complete(job: str, worker: str, batch: dict, text: str | None, succeeded: int, timings: dict) -> None:
+    """complete() as it was: the done record written as a new file, then the claim unlinked."""
+    folder = _fs.worker_dir(job, worker)
+    bid = batch["id"]
+    if text:
+        _fs.write_atomic(layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX), text.encode(), folder)
+    total = len(batch["items"])
+    record = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0), "status": layout.STATUS_DONE,
+              "worker": worker, "total": total, "succeeded": succeeded, "failed": total - succeeded, **timings}
+    _fs.write_atomic(layout.path(job, layout.DONE_DIR, bid + ".json"), _fs.dumps(record).encode("ascii"), folder)
+    _fs.unlink_quiet(folder + "/" + bid + ".json")
+
+
+def fresh_job(root: Path, batches: int) -> str:
+    job = root / f"job-{time.monotonic_ns()}"
+    queue.ensure_dirs(job)
+    (job / layout.JOB_FILE).write_text(json.dumps({"settings": {}}))
+    queue.write_queue(job, (f"img{i:06d}.png" for i in range(batches * 10)), 10)
+    os.sync()
+    return str(job)
+
+
+def per_batch_ms(root: Path, batches: int, complete: Callable[..., None]) -> float:
+    job = fresh_job(root, batches)
+    claimer = queue.Claimer(job, "i.0")
+    timings = {"start": time.time(), "elapsed": 0.002, "run_seconds": 0.002}
+    t = time.perf_counter()
+    while (batch := claimer.claim()) is not None:
+        text = "".join(f"{item} 7 0.99\n" for item in batch["items"])
+        complete(job, "i.0", batch, text, len(batch["items"]), timings)
+    ms = (time.perf_counter() - t) * 1000 / batches
+    shutil.rmtree(job)
+    return ms
+
+
+def timeit_us(fn: Callable[[], object], n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) * 1e6 / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/hotpath.py", description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, default=2000)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    import numpy as np
+    import pandas as pd
+
+    r: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        r.setdefault(key, []).append(value)
+
+    root = Path(tempfile.mkdtemp(prefix="bepbuild-bench-hotpath-", dir="/tmp"))
+    try:
+        frame = pd.DataFrame({"file": [f"img{i:06d}_3.png" for i in range(10)],
+                              "class": np.arange(10).astype(int), "probability": np.random.rand(10)})
+        for _ in range(args.reps):
+            add("complete_old", per_batch_ms(root, args.batches, old_complete))
+            add("complete_new", per_batch_ms(root, args.batches, queue.complete))
+            add("to_csv", timeit_us(lambda: frame.to_csv(header=None, index=None, sep=" ", lineterminator="\n"), 2000))
+            add("frame_text", timeit_us(lambda: output.frame_text(frame), 2000))
+
+            job = fresh_job(root, args.batches)
+            logs = reports.WorkerLogs(job, "i.0")
+            batch = {"id": "000000001", "items": [f"img{i:06d}.png" for i in range(10)], "attempt": 0}
+            add("logs", timeit_us(lambda logs=logs, batch=batch: logs.attempt(
+                batch, layout.STATUS_DONE, start=time.time(), elapsed=0.002, process_seconds=0.002, run_seconds=0.002,
+                succeeded=10), 2000))
+            logs.close()
+            # host poll on a queue where 1/4 is done and 20 records are news at each read
+            reader = queue.ProgressReader(job)
+            claimer = queue.Claimer(job, "i.0")
+            polls = []
+            for _ in range(25):
+                for _ in range(20):
+                    b = claimer.claim()
+                    queue.complete(job, "i.0", b, "".join(f"{x} 1 0.5\n" for x in b["items"]), 10)
+                t = time.perf_counter()
+                reader.read()
+                polls.append((time.perf_counter() - t) * 1000)
+            add("poll_ms", sorted(polls)[len(polls) // 2])
+            add("looks_empty_us", timeit_us(lambda job=job: queue.looks_empty(job), 200))
+            while (b := claimer.claim()) is not None:
+                queue.complete(job, "i.0", b, "".join(f"{x} 1 0.5\n" for x in b["items"]), 10)
+            os.sync()
+            out = Path(job) / "merged.csv"
+            t = time.perf_counter()
+            queue.merge_results(job, out)
+            add("merge_ms", (time.perf_counter() - t) * 1000)
+            add("merge_mb", out.stat().st_size / 1e6)
+            shutil.rmtree(job)
+            t = time.perf_counter()
+            fresh = root / "wq"
+            queue.write_queue(fresh, (f"img{i:06d}.png" for i in range(args.batches * 10)), 10)
+            add("write_queue_ms", (time.perf_counter() - t) * 1000)
+            shutil.rmtree(fresh)
+            os.sync()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"[{c.load()} at the end of the runs]")
+    print(f"Hot paths, in-process, {args.batches} mini-batches of 10, {args.reps} reps alternating; median (min-max)")
+    old, new = c.stats(r["complete_old"])[0], c.stats(r["complete_new"])[0]
+    csv_, fast = c.stats(r["to_csv"])[0], c.stats(r["frame_text"])[0]
+    rows = [
+        ["claim + complete, done record as a new file (before)", c.fmt(r["complete_old"], 3) + " ms", "1.00"],
+        ["claim + complete, claim rewritten into the done record", c.fmt(r["complete_new"], 3) + " ms",
+         f"{new / old:.2f}"],
+        ["DataFrame (10 rows) -> text, pandas to_csv (before)", c.fmt(r["to_csv"], 1) + " us", "1.00"],
+        ["DataFrame (10 rows) -> text, output.frame_text", c.fmt(r["frame_text"], 1) + " us", f"{fast / csv_:.2f}"],
+        ["worker logs: node line + attempts row", c.fmt(r["logs"], 1) + " us", ""],
+        [f"host poll: ProgressReader.read(), {args.batches} mini-batches, 20 new", c.fmt(r["poll_ms"], 3) + " ms", ""],
+        ["supervisor poll: looks_empty()", c.fmt(r["looks_empty_us"], 1) + " us", ""],
+        [f"merge {args.batches} result files ({c.stats(r['merge_mb'])[0]:.1f} MB)", c.fmt(r["merge_ms"], 1) + " ms",
+         ""],
+        [f"write_queue: {args.batches * 10} items -> {args.batches} files", c.fmt(r["write_queue_ms"], 1) + " ms", ""],
+    ]
+    print(c.table(["step", "cost", "x before"], rows))
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
