@@ -12,8 +12,11 @@ afterwards:
 
 The page cache is synced (os.sync) after the files are made and after each run, so no run pays
 for the writeback of the previous one's files. The RSS column is the peak of the whole process
-(Python + bepbuild imports included); "imports" is the peak before the measured call, so the
-difference is what the listing and the queue cost.
+(Python + bepbuild imports included) from /proc/self/status VmHWM; "imports" is the same peak
+before the measured call, so the difference is what the listing and the queue cost.
+(`resource.getrusage(RUSAGE_SELF).ru_maxrss` is recorded too, as maxrss_mb in --json, but Linux
+folds the parent's peak into it at exec: under bench/run.py, whose process holds pandas and
+numpy, it reads ~120 MB before the child has done anything.)
 Goal at 1M files: <= 15 s and <= 500 MB.
 
     .venv/bin/python bench/scale.py [--sizes 10000 100000 1000000] [--reps 3] [--json FILE]
@@ -47,7 +50,10 @@ if mode == "invoke":
     from bepbuild.jobs import service
     from bepbuild.store import Store
     store = Store.open()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's peak RSS in MB: VmHWM belongs to the mm made at exec, never inherited
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+base = hwm()
 t = time.perf_counter()
 if mode == "lib":
     spec = inputs.InputSpec(folder, "uri_folder", Path(folder))
@@ -57,9 +63,8 @@ else:
     n = job["mini_batches"]
     job_dir = job["job_dir"]
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "mini_batches": n, "rss_mb": peak / 1024, "base_mb": base / 1024,
-                  "job_dir": job_dir}))
+print(json.dumps({"seconds": seconds, "mini_batches": n, "rss_mb": hwm(), "base_mb": base,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "job_dir": job_dir}))
 """
 
 
