@@ -10,7 +10,8 @@ import typer
 from .. import registry
 from ..errors import SpecError
 from ..specs import load_data
-from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
+from ._versioned import add_read_and_delete
 
 app = new_app("Data assets: named, versioned references to input folders or files.")
 
@@ -47,33 +48,5 @@ def create(
     emit(doc, output, query)
 
 
-@app.command("show")
-@guarded
-def show(
-    name: NameOpt,
-    version: VersionOpt = None,
-    label: Annotated[str | None, typer.Option("--label", "-l")] = None,
-    output: OutputOpt = "json",
-    query: QueryOpt = None,
-) -> None:
-    """Show one version (default: latest)."""
-    emit(store().get_version("data", name, version, label), output, query)
 
-
-@app.command("list")
-@guarded
-def list_(
-    name: Annotated[str | None, typer.Option("--name", "-n")] = None, output: OutputOpt = "json", query: QueryOpt = None
-) -> None:
-    """List data assets, or every version of one."""
-    emit(store().list_assets("data", name), output, query)
-
-
-@app.command("delete")
-@guarded
-def delete(name: NameOpt, version: VersionOpt = None, yes: YesOpt = False) -> None:
-    """Delete one version, or all versions (the data itself is not touched)."""
-    store().list_assets("data", name)
-    confirm(yes, f"Delete data asset {name}?")
-    gone = store().delete_version("data", name, version)
-    note(f"deleted {len(gone)} version(s) of data asset {name}")
+add_read_and_delete(app, "data", "data asset", ' The data itself is not touched.')

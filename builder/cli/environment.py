@@ -9,7 +9,8 @@ import typer
 
 from .. import registry
 from ..specs import load_environment
-from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
+from ._versioned import add_read_and_delete
 
 app = new_app("Environments: a base image plus a conda file, or a Docker build context.")
 
@@ -33,33 +34,5 @@ def create(
     emit(registry.register_environment(store(), loaded, loaded.spec), output, query)
 
 
-@app.command("show")
-@guarded
-def show(
-    name: NameOpt,
-    version: VersionOpt = None,
-    label: Annotated[str | None, typer.Option("--label", "-l")] = None,
-    output: OutputOpt = "json",
-    query: QueryOpt = None,
-) -> None:
-    """Show one version (default: latest)."""
-    emit(store().get_version("environment", name, version, label), output, query)
 
-
-@app.command("list")
-@guarded
-def list_(
-    name: Annotated[str | None, typer.Option("--name", "-n")] = None, output: OutputOpt = "json", query: QueryOpt = None
-) -> None:
-    """List environments, or every version of one."""
-    emit(store().list_assets("environment", name), output, query)
-
-
-@app.command("delete")
-@guarded
-def delete(name: NameOpt, version: VersionOpt = None, yes: YesOpt = False) -> None:
-    """Delete one version, or all versions."""
-    store().list_assets("environment", name)
-    confirm(yes, f"Delete environment {name}?")
-    gone = store().delete_version("environment", name, version)
-    note(f"deleted {len(gone)} version(s) of environment {name}")
+add_read_and_delete(app, "environment", "environment")

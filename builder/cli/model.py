@@ -10,7 +10,8 @@ import typer
 from .. import registry
 from ..errors import SpecError
 from ..specs import load_model
-from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
+from ._versioned import add_read_and_delete
 
 app = new_app("Models: versioned copies of a model file or folder.")
 
@@ -56,36 +57,5 @@ def create(
     emit(doc, output, query)
 
 
-@app.command("show")
-@guarded
-def show(
-    name: NameOpt,
-    version: VersionOpt = None,
-    label: LabelOpt = None,
-    output: OutputOpt = "json",
-    query: QueryOpt = None,
-) -> None:
-    """Show one version (default: --label latest)."""
-    emit(store().get_version("model", name, version, label), output, query)
 
-
-@app.command("list")
-@guarded
-def list_(
-    name: Annotated[str | None, typer.Option("--name", "-n", help="List the versions of this model.")] = None,
-    output: OutputOpt = "json",
-    query: QueryOpt = None,
-) -> None:
-    """List models (latest version of each), or every version of one."""
-    emit(store().list_assets("model", name), output, query)
-
-
-@app.command("delete")
-@guarded
-def delete(name: NameOpt, version: VersionOpt = None, yes: YesOpt = False) -> None:
-    """Delete one version of a model, or all of them."""
-    what = f"model {name}" + (f" version {version}" if version else " (all versions)")
-    store().list_assets("model", name)
-    confirm(yes, f"Delete {what}?")
-    gone = store().delete_version("model", name, version)
-    note(f"deleted {len(gone)} version(s) of model {name}")
+add_read_and_delete(app, "model", "model")

@@ -1,0 +1,51 @@
+"""show / list / delete for versioned assets (model, environment, data): one definition for all three."""
+
+# No `from __future__ import annotations` here: typer must see these locally built option types.
+
+from typing import Annotated
+
+import typer
+
+from ._common import OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, note, store
+
+
+def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: str = "") -> None:
+    """Register `show`, `list` and `delete` for registered assets of `kind` on `app`."""
+    name_opt = Annotated[str, typer.Option("--name", "-n", help=f"{noun.capitalize()} name.")]
+    version_opt = Annotated[str | None, typer.Option("--version", "-v", help="Version.")]
+
+    @app.command("show")
+    @guarded
+    def show(
+        name: name_opt,
+        version: version_opt = None,
+        label: Annotated[str | None, typer.Option("--label", "-l", help="Label, e.g. latest.")] = None,
+        output: OutputOpt = "json",
+        query: QueryOpt = None,
+    ) -> None:
+        emit(store().get_version(kind, name, version, label), output, query)
+
+    show.__doc__ = f"Show one version of a {noun} (default: --label latest)."
+
+    @app.command("list")
+    @guarded
+    def list_(
+        name: Annotated[str | None, typer.Option("--name", "-n", help=f"List the versions of this {noun}.")] = None,
+        output: OutputOpt = "json",
+        query: QueryOpt = None,
+    ) -> None:
+        emit(store().list_assets(kind, name), output, query)
+
+    list_.__doc__ = f"List {noun}s (latest version of each), or every version of one."
+
+    @app.command("delete")
+    @guarded
+    def delete(name: name_opt, version: version_opt = None, yes: YesOpt = False) -> None:
+        s = store()
+        s.list_assets(kind, name)
+        what = f"{noun} {name}" + (f" version {version}" if version else " (all versions)")
+        confirm(yes, f"Delete {what}?")
+        gone = s.delete_version(kind, name, version)
+        note(f"deleted {len(gone)} version(s) of {noun} {name}")
+
+    delete.__doc__ = f"Delete one version of a {noun}, or all of them.{after_delete}"
