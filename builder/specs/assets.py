@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .common import Spec, StrDict, Version, check_asset_name
+from .common import Int, PositiveInt, Spec, StrDict, Version, check_asset_name
 
 MODEL_TYPES = ("custom_model", "mlflow_model", "triton_model")
 
@@ -88,7 +88,7 @@ class ComputeSpec(Spec):
     description: str | None = None
     tags: StrDict = Field(default_factory=dict)
     size: str | None = None
-    min_instances: int = Field(default=0, ge=0)
+    min_instances: Int = Field(default=0, ge=0)
     max_instances: PositiveInt = 1
     idle_time_before_scale_down: int | None = None
     tier: str | None = None
@@ -96,7 +96,7 @@ class ComputeSpec(Spec):
     # Local limits per instance (container): CPUs, memory ("4g"), GPUs.
     cpus: float | None = Field(default=None, gt=0)
     memory: str | None = None
-    gpus: int = Field(default=0, ge=0)
+    gpus: Int = Field(default=0, ge=0)
 
     @field_validator("name")
     @classmethod

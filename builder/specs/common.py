@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from ..errors import SpecError
 
@@ -60,6 +60,10 @@ def _str_values(value: Any) -> Any:
 
 
 Version = Annotated[str, BeforeValidator(_to_str)]
+# Integers as YAML writes them: `true` or `10.0` is not a count (pydantic's lax mode would take them).
+Int = Annotated[int, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 StrDict = Annotated[dict[str, str], BeforeValidator(_str_values)]
 
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import SpecError
 from .assets import EnvironmentSpec
-from .common import Spec, StrDict, Version, check_asset_name, check_endpoint_name, parse_ref
+from .common import (
+    Int,
+    NonNegativeInt,
+    PositiveInt,
+    Spec,
+    StrDict,
+    Version,
+    check_asset_name,
+    check_endpoint_name,
+    parse_ref,
+)
 
 # Keys that the legacy layout (no `type`) keeps at the top level and `type: model` puts in settings.
 FLAT_SETTINGS = (
@@ -81,7 +91,7 @@ class Settings(Spec):
     output_action: Literal["append_row", "summary_only"] = "append_row"
     output_file_name: str | None = None
     retry_settings: RetrySettings = Field(default_factory=RetrySettings)
-    error_threshold: int = Field(default=-1, ge=-1)
+    error_threshold: Int = Field(default=-1, ge=-1)
     logging_level: Literal["warning", "info", "debug"] = "info"
     environment_variables: StrDict = Field(default_factory=dict)
     instance_count: PositiveInt | None = None  # SDK only: copied into resources.instance_count

@@ -59,10 +59,19 @@ def _check_shape(node: yaml.Node, source: str) -> None:
     size(node, 0)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, path: tuple[str, ...], line: int, first: int):
+        super().__init__(path)
+        self.path, self.line, self.first = path, line, first
+
+
 def _index_lines(node: yaml.Node, prefix: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             path = prefix + (str(k.value),)
+            if path in out and isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                # YAML readers keep the last of two equal keys silently: a typo'd copy would win.
+                raise _DuplicateKey(path, k.start_mark.line + 1, out[path])
             out[path] = k.start_mark.line + 1
             _index_lines(v, path, out)
     elif isinstance(node, yaml.SequenceNode):
@@ -123,7 +132,11 @@ def parse_yaml(text: str, source: str) -> Located:
         raise SpecError(f"must be a YAML mapping, got {_kind(data)}", source=source)
     lines: dict[tuple[str, ...], int] = {}
     if node is not None:
-        _index_lines(node, (), lines)
+        try:
+            _index_lines(node, (), lines)
+        except _DuplicateKey as e:
+            raise SpecError(f"duplicate key (first on line {e.first})", source=f"{source}:{e.line}",
+                            field=".".join(e.path)) from None
     return Located(data, lines, source)
 
 
