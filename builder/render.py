@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import jinja2
 import bepbuild_runtime
 from bepbuild_runtime import layout, mlflow_driver
 
-from . import __version__, locking
+from . import __version__, config, locking
 from .environments import BaseInfo, EnvPlan
 from .errors import UserError
 from .hashing import file_sha256, walk_files
@@ -191,9 +192,8 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
         else:
             data_hash = file_sha256(src)
             executable = os.access(src, os.X_OK)
-            same = target.is_file() and target.stat().st_size == src.stat().st_size
-            if not (same and file_sha256(target) == data_hash):
-                _write(target, src.read_bytes())
+            if not _holds(target, src, data_hash):
+                _place(src, target)
         _normalize(target, executable)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
     _prune(dest, set(files))
@@ -209,6 +209,36 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
             os.chmod(d, 0o755)
             os.utime(d, (FIXED_MTIME, FIXED_MTIME))
     return Rendered(dest, h.hexdigest(), sorted(files))
+
+
+def _holds(target: Path, src: Path, data_hash: str) -> bool:
+    """Whether `target` already has `src`'s content (a hard link to it needs no reading)."""
+    try:
+        t, s = target.stat(), src.stat()
+    except FileNotFoundError:
+        return False
+    if (t.st_dev, t.st_ino) == (s.st_dev, s.st_ino):
+        return True
+    return t.st_size == s.st_size and file_sha256(target) == data_hash
+
+
+def _place(src: Path, target: Path) -> None:
+    """Put `src` at `target`, streamed (models can be larger than memory).
+
+    Registered assets under BEPBUILD_HOME never change once registered, so they are hard-linked:
+    no copy, and the next render sees the same inode and reads nothing.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    assets = config.assets_dir().resolve()
+    try:
+        if assets not in src.resolve().parents:
+            raise OSError("not a registered asset")
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, target)
 
 
 def _write(target: Path, data: bytes) -> None:

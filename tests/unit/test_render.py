@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -352,3 +353,23 @@ def test_a_symlinked_model_path_is_refused(tmp_path: Path, sources: tuple[Path, 
     link.symlink_to(model)
     with pytest.raises(UserError, match="symbolic link"):
         render(make_input("pip", code, link), tmp_path / "ctx")
+
+
+def test_registered_model_files_are_linked_not_copied_and_user_code_is_copied(
+    tmp_path: Path, sources: tuple[Path, Path]
+) -> None:
+    """A registered model never changes, so the context links its files (no copy, nothing re-read);
+    the user's own code folder is copied: normalizing modes and times must not touch the user's files."""
+    from bepbuild import config
+
+    code, model = sources
+    registered = config.assets_dir() / "models" / "tiny-model" / "1" / model.name
+    shutil.copytree(model, registered)
+    inp = make_input("pip", code, registered)
+    first = render(inp, tmp_path / "ctx")
+    weights = tmp_path / "ctx" / "model" / model.name / "weights.bin"
+    assert weights.stat().st_ino == (registered / "weights.bin").stat().st_ino
+    assert (tmp_path / "ctx" / "code" / "score.py").stat().st_ino != (code / "score.py").stat().st_ino
+    assert render(inp, tmp_path / "ctx").content_hash == first.content_hash
+    assert render(make_input("pip", code, model), tmp_path / "other").content_hash == first.content_hash
+    assert weights.read_bytes() == bytes(range(256))
