@@ -133,11 +133,12 @@ def _resolve(
         return Lock(key, python, [], [])
     host = host_python or ".".join(map(str, sys.version_info[:2]))
     target = ".".join(python.split(".")[:2])
-    cross: list[str] = []
-    if target != ".".join(host.split(".")[:2]):
-        # Another Python in the image than on the host: only wheels can be chosen for it.
-        cross = ["--python-version", target, "--only-binary=:all:", "--target", tempfile.mkdtemp()]
     with tempfile.TemporaryDirectory() as tmp:
+        cross: list[str] = []
+        if target != ".".join(host.split(".")[:2]):
+            # Another Python in the image than on the host: only wheels can be chosen for it, and pip
+            # wants a --target then (a dry run writes nothing there; it goes with the report).
+            cross = ["--python-version", target, "--only-binary=:all:", "--target", str(Path(tmp) / "target")]
         report = Path(tmp) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), *cross, *options,
               *requirements], log)
