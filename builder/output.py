@@ -15,6 +15,26 @@ from .errors import UserError
 
 FORMATS = ("table", "json", "yaml", "tsv", "jsonc", "none")
 
+# `-o table` without --query: the columns a person reads, per kind of record (header, JMESPath),
+# as az shows them; other records get their scalar fields.
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "endpoint": [("Name", "name"), ("Description", "description"), ("Default deployment", "defaults.deployment_name"),
+                 ("Auth mode", "auth_mode"), ("Scoring URI", "scoring_uri"), ("Created", "created_at")],
+    "deployment": [("Name", "name"), ("Endpoint", "endpoint_name"), ("Model", "model"), ("Compute", "compute"),
+                   ("Instances", "resources.instance_count"), ("Image", "image"), ("State", "provisioning_state"),
+                   ("Updated", "updated_at")],
+    "job": [("Name", "name"), ("Endpoint", "endpoint"), ("Deployment", "deployment"), ("Status", "status"),
+            ("Mini-batches", "counts.mini_batches"), ("Items ok", "counts.items_succeeded"),
+            ("Items failed", "counts.items_failed"), ("Created", "created_at"), ("Ended", "ended_at")],
+    "model": [("Name", "name"), ("Version", "version"), ("Type", "type"), ("Description", "description"),
+              ("Created", "created_at")],
+    "environment": [("Name", "name"), ("Version", "version"), ("Image", "image"), ("Description", "description"),
+                    ("Created", "created_at")],
+    "data": [("Name", "name"), ("Version", "version"), ("Type", "type"), ("Path", "path"), ("Created", "created_at")],
+    "compute": [("Name", "name"), ("Type", "type"), ("Min instances", "min_instances"),
+                ("Max instances", "max_instances"), ("CPUs", "cpus"), ("Memory", "memory"), ("GPUs", "gpus")],
+}
+
 
 def query(data: Any, expression: str | None) -> Any:
     if not expression:
@@ -27,8 +47,13 @@ def query(data: Any, expression: str | None) -> Any:
         raise UserError(f"--query {expression!r}: {detail}") from e
 
 
-def render(data: Any, fmt: str = "json", expression: str | None = None) -> str:
-    """The text to print for `data` in format `fmt` (no trailing newline)."""
+def render(data: Any, fmt: str = "json", expression: str | None = None, kind: str | None = None) -> str:
+    """The text to print for `data` in format `fmt` (no trailing newline).
+
+    `kind` (endpoint, deployment, job, ...) picks the columns of `-o table` when no query is given.
+    """
+    if fmt == "table" and not expression and kind in TABLES:
+        data = _columns(data, TABLES[kind])
     data = query(data, expression)
     if fmt in ("json", "jsonc"):
         return json.dumps(data, indent=2, default=str)
@@ -41,6 +66,15 @@ def render(data: Any, fmt: str = "json", expression: str | None = None) -> str:
     if fmt == "none":
         return ""
     raise UserError(f"--output must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def _columns(data: Any, columns: list[tuple[str, str]]) -> Any:
+    rows = data if isinstance(data, list) else [data]
+    out = [{header: jmespath.search(path, row) for header, path in columns} for row in rows if isinstance(row, dict)]
+    # A column nobody has a value for (e.g. no scoring URI while no server runs) is left out.
+    keep = [h for h, _ in columns if any(r[h] not in (None, "") for r in out)] or [columns[0][0]]
+    out = [{h: r[h] for h in keep} for r in out]
+    return out if isinstance(data, list) else out[0]
 
 
 def _scalar(v: Any) -> str:
@@ -78,7 +112,7 @@ def _table(data: Any) -> str:
                 columns.append(k)
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for c in columns:
-        table.add_column(c.replace("_", " ").title())
+        table.add_column(c if " " in c or c[:1].isupper() else c.replace("_", " ").title())
     for r in rows:
         table.add_row(*(_scalar(r.get(c)) for c in columns))
     buf = io.StringIO()

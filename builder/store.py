@@ -303,9 +303,16 @@ class Store:
             raise NotFoundError(f"job {name!r} not found")
         return _record(row)
 
-    def list_jobs(self, endpoint: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM jobs" + (" WHERE endpoint = ?" if endpoint else "") + " ORDER BY created DESC"
-        args: tuple[Any, ...] = (endpoint,) if endpoint else ()
+    def list_jobs(self, endpoint: str | None = None, limit: int | None = None, deployment: str | None = None,
+                  status: str | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint (and deployment) or with one status."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("endpoint", endpoint), ("deployment", deployment), ("status", status)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_record(r) for r in self.conn.execute(sql, args)]

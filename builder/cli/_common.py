@@ -82,8 +82,9 @@ def note(message: str) -> None:
     sys.stderr.write(f"{message}\n")
 
 
-def emit(data: Any, fmt: str = "json", query: str | None = None) -> None:
-    text = output.render(data, fmt, query)
+def emit(data: Any, fmt: str = "json", query: str | None = None, kind: str | None = None) -> None:
+    """Print `data` as `-o` asks; `kind` names the record type for the columns of `-o table`."""
+    text = output.render(data, fmt, query, kind)
     if text:
         sys.stdout.write(text + "\n")
 

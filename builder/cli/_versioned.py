@@ -23,7 +23,7 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
         output: OutputOpt = "json",
         query: QueryOpt = None,
     ) -> None:
-        emit(store().get_version(kind, name, version, label), output, query)
+        emit(store().get_version(kind, name, version, label), output, query, kind)
 
     show.__doc__ = f"Show one version of a {noun} (default: --label latest)."
 
@@ -34,7 +34,7 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
         output: OutputOpt = "json",
         query: QueryOpt = None,
     ) -> None:
-        emit(store().list_assets(kind, name), output, query)
+        emit(store().list_assets(kind, name), output, query, kind)
 
     list_.__doc__ = f"List {noun}s (latest version of each), or every version of one."
 

@@ -52,21 +52,21 @@ def create(
         spec = validate(ComputeSpec, Located(apply(data, list(set_ or [])), {}, "compute create"))
     s = store()
     s.put_compute(spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
-    emit(s.get_compute(spec.name), output, query)
+    emit(s.get_compute(spec.name), output, query, "compute")
 
 
 @app.command("show")
 @guarded
 def show(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """Show a compute profile."""
-    emit(store().get_compute(name), output, query)
+    emit(store().get_compute(name), output, query, "compute")
 
 
 @app.command("list")
 @guarded
 def list_(output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List compute profiles."""
-    emit(store().list_computes(), output, query)
+    emit(store().list_computes(), output, query, "compute")
 
 
 @app.command("delete")

@@ -45,7 +45,7 @@ def create(
     if not path:
         raise SpecError("required (or give --file)", field="--path")
     doc = registry.register_data(store(), name=name, path=path, type=type_, version=version, description=description)
-    emit(doc, output, query)
+    emit(doc, output, query, "data")
 
 
 

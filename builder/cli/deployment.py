@@ -32,14 +32,24 @@ EndpointOpt = Annotated[str, typer.Option("--endpoint-name", "-e", help="Endpoin
 @guarded
 def show(name: NameOpt, endpoint_name: EndpointOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """Show a deployment: settings, model, environment, image."""
-    emit(store().get_deployment(endpoint_name, name), output, query)
+    emit(store().get_deployment(endpoint_name, name), output, query, "deployment")
 
 
 @app.command("list")
 @guarded
 def list_(endpoint_name: EndpointOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List the deployments of an endpoint."""
-    emit(store().list_deployments(endpoint_name), output, query)
+    emit(store().list_deployments(endpoint_name), output, query, "deployment")
+
+
+@app.command("list-jobs")
+@guarded
+def list_jobs(name: NameOpt, endpoint_name: EndpointOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """List the jobs of a deployment, newest first."""
+    s = store()
+    dep = s.get_deployment(endpoint_name, name)
+    emit(s.list_jobs(endpoint=dep.get("endpoint_name") or endpoint_name, deployment=dep.get("name") or name),
+         output, query, "job")
 
 
 @app.command("delete")
@@ -77,7 +87,7 @@ def create(
     opts = options(base_image, strict, relock, force, builder, skip_script_validation, templates)
     doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=set_default,
                      create_endpoint=True, opts=opts, quiet=quiet)
-    emit(doc, output, query)
+    emit(doc, output, query, "deployment")
 
 
 @app.command("update")
@@ -102,4 +112,4 @@ def update(
     opts = options(base_image, False, relock, False, "auto", False, None)
     doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=False,
                      create_endpoint=False, opts=opts, quiet=quiet)
-    emit(doc, output, query)
+    emit(doc, output, query, "deployment")

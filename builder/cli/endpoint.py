@@ -39,21 +39,21 @@ def create(
     query: QueryOpt = None,
 ) -> None:
     """Create an endpoint (an existing one of the same name is overwritten, as in az)."""
-    emit(endpoints.create(store(), file, name=name, sets=set_ or []), output, query)
+    emit(endpoints.create(store(), file, name=name, sets=set_ or []), output, query, "endpoint")
 
 
 @app.command("show")
 @guarded
 def show(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """Show an endpoint."""
-    emit(store().get_endpoint(name), output, query)
+    emit(store().get_endpoint(name), output, query, "endpoint")
 
 
 @app.command("list")
 @guarded
 def list_(output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List endpoints."""
-    emit(store().list_endpoints(), output, query)
+    emit(store().list_endpoints(), output, query, "endpoint")
 
 
 @app.command("update")
@@ -67,7 +67,7 @@ def update(
     query: QueryOpt = None,
 ) -> None:
     """Update an endpoint, e.g. --set defaults.deployment_name=NAME."""
-    emit(endpoints.update(store(), name, sets=set_ or [], file=file), output, query)
+    emit(endpoints.update(store(), name, sets=set_ or [], file=file), output, query, "endpoint")
 
 
 @app.command("delete")
@@ -85,7 +85,7 @@ def delete(name: NameOpt, yes: YesOpt = False, no_wait: NoWaitOpt = False) -> No
 @guarded
 def list_jobs(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List the jobs of an endpoint, newest first."""
-    emit(store().list_jobs(endpoint=name), output, query)
+    emit(store().list_jobs(endpoint=name), output, query, "job")
 
 
 app.command("invoke")(invoke)

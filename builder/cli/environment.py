@@ -31,7 +31,7 @@ def create(
     """Register an environment from its YAML file."""
     sets = list(set_ or []) + ([f"version={version}"] if version else [])
     loaded = load_environment(file, sets=sets, name=name)
-    emit(registry.register_environment(store(), loaded, loaded.spec), output, query)
+    emit(registry.register_environment(store(), loaded, loaded.spec), output, query, "environment")
 
 
 

@@ -59,7 +59,7 @@ def invoke(
         note(f"note: {n}")
     if no_wait:
         service.run_detached(job["name"])
-        emit(s.get_job(job["name"]), output, query)
+        emit(s.get_job(job["name"]), output, query, "job")
         return
     with JobProgress(job["name"], quiet) as view:
         done = service.run_attached(s, job["name"], watch=view.update)
@@ -67,6 +67,6 @@ def invoke(
         note(f"job {done['name']}: {done['status']}" + (f" ({done['error']})" if done.get("error") else ""))
         if done.get("output_file") and done["status"] == "Completed":
             note(f"output: {done['output_file']}")
-    emit(s.get_job(job["name"]), output, query)
+    emit(s.get_job(job["name"]), output, query, "job")
     if done["status"] != "Completed":
         raise typer.Exit(1)

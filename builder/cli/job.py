@@ -13,6 +13,11 @@ app = new_app("Jobs: one per invoke, named by a GUID unless --job-name is given.
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Job name.")]
 
 
+def web_view(job: dict[str, object]) -> str:
+    """Where a person looks at a job: its folder (logs, outputs)."""
+    return str(job.get("job_dir", ""))
+
+
 @app.command("show")
 @guarded
 def show(
@@ -26,20 +31,31 @@ def show(
 
     job = service.show(store(), name)
     if web:
-        typer.echo(job.get("job_dir", ""), err=True)
-    emit(job, output, query)
+        typer.echo(f"{web_view(job)}  (the job folder: no dashboard is running)", err=True)
+    emit(job, output, query, "job")
 
 
 @app.command("list")
 @guarded
 def list_(
-    endpoint_name: Annotated[str | None, typer.Option("--endpoint-name", "-e")] = None,
+    endpoint_name: Annotated[str | None, typer.Option("--endpoint-name", "-e", help="Jobs of this endpoint.")] = None,
+    deployment_name: Annotated[str | None, typer.Option("--deployment-name", "-d", help="Of this deployment.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only jobs with this status.")] = None,
+    parent_job_name: Annotated[
+        str | None, typer.Option("--parent-job-name", "-p", help="The scoring step of this job (the job itself).")
+    ] = None,
     max_results: Annotated[int | None, typer.Option("--max-results", "-r")] = None,
+    all_results: Annotated[bool, typer.Option("--all-results", help="Accepted: every job is listed.")] = False,
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
     """List jobs, newest first."""
-    emit(store().list_jobs(endpoint=endpoint_name, limit=max_results), output, query)
+    s = store()
+    if parent_job_name:  # a local job is its own scoring step (Azure's batchscoring child)
+        emit([s.get_job(parent_job_name)], output, query, "job")
+        return
+    emit(s.list_jobs(endpoint=endpoint_name, deployment=deployment_name, status=status, limit=max_results),
+         output, query, "job")
 
 
 @app.command("cancel")
@@ -48,7 +64,7 @@ def cancel(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) ->
     """Cancel a running job: instances stop claiming; the job ends Canceled."""
     from ..jobs import service
 
-    emit(service.cancel(store(), name), output, query)
+    emit(service.cancel(store(), name), output, query, "job")
 
 
 @app.command("resume")
@@ -68,11 +84,11 @@ def resume(
     service.resume(s, name)
     if no_wait:
         service.run_detached(name)
-        emit(s.get_job(name), output, query)
+        emit(s.get_job(name), output, query, "job")
         return
     with JobProgress(name, quiet) as view:
         done = service.run_attached(s, name, watch=view.update)
-    emit(s.get_job(name), output, query)
+    emit(s.get_job(name), output, query, "job")
     if done["status"] != "Completed":
         raise typer.Exit(1)
 
@@ -80,24 +96,15 @@ def resume(
 @app.command("stream")
 @guarded
 def stream(name: NameOpt) -> None:
-    """Follow a job until it ends, printing its progress."""
-    import time
-
-    from ..jobs import service
-    from ..jobs.runner import FINAL
+    """Follow a job until it ends, as az ml job stream: progress lines, then a summary (exit 1 unless Completed)."""
+    from ..jobs import stream as streaming
 
     s = store()
-    last = None
-    while True:
-        job = service.show(s, name)
-        counts = job.get("counts") or {}
-        line = f"{job['status']} {counts}" if counts else job["status"]
-        if line != last:
-            typer.echo(line)
-            last = line
-        if job["status"] in FINAL:
-            break
-        time.sleep(0.5)
+    job = s.get_job(name)
+    for line in streaming.follow(s, name, web_view(job)):
+        typer.echo(line)
+    if s.get_job(name)["status"] != "Completed":
+        raise typer.Exit(1)
 
 
 @app.command("download")

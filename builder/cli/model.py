@@ -54,7 +54,7 @@ def create(
     doc = registry.register_model(
         store(), name=name, path=src, type=type_, version=version, description=description, tags=tags
     )
-    emit(doc, output, query)
+    emit(doc, output, query, "model")
 
 
 
