@@ -251,8 +251,9 @@ def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, crea
     if store.has_endpoint(spec.endpoint_name):
         return
     if not create:
-        raise NotFoundError(f"batch endpoint {spec.endpoint_name!r} not found; create it first "
-                            "(bepbuild batch-endpoint create) or use `bepbuild deploy`")
+        raise NotFoundError(f"batch endpoint {spec.endpoint_name!r} not found: create it first with "
+                            f"`bepbuild batch-endpoint create --name {spec.endpoint_name}` (or use `bepbuild deploy "
+                            "FILE`, which creates it from a sibling endpoint.yml)")
     sibling = None
     if file is not None:
         for d in (file.parent, file.parent.parent):

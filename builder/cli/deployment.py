@@ -83,10 +83,13 @@ def create(
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
-    """Build the deployment's image (or reuse it when nothing changed) and register the deployment."""
+    """Build the deployment's image (or reuse it when nothing changed) and register the deployment.
+
+    The endpoint must exist, as in az (`bepbuild deploy FILE` creates a missing one).
+    """
     opts = options(base_image, strict, relock, force, builder, skip_script_validation, templates)
     doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=set_default,
-                     create_endpoint=True, opts=opts, quiet=quiet)
+                     create_endpoint=False, opts=opts, quiet=quiet)
     emit(doc, output, query, "deployment")
 
 

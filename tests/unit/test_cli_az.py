@@ -63,3 +63,15 @@ def test_job_stream_of_a_failed_job_exits_1(tmp_path: Path) -> None:
     cli.invoke("--input", str(tmp_path / "in"), "--job-name", "job-f", code=1)
     res = cli("job", "stream", "--name", "job-f", code=1)
     assert "Status: Failed" in res.stdout and "Error: " in res.stdout
+
+
+def test_deployment_create_refuses_a_missing_endpoint(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from seedtree import make_seed_tree
+
+    monkeypatch.chdir(make_seed_tree(tmp_path / "seed"))
+    cli = Cli()
+    res = cli("batch-deployment", "create", "--file", "deployment-torch/deployment.yml",
+              "--endpoint-name", "ghost-Ep1", "--set-default", code=2)
+    assert "batch endpoint 'ghost-ep1' not found" in res.stderr.lower() and "batch-endpoint create" in res.stderr
+    assert cli.json("batch-endpoint", "list") == []
+    assert cli.json("model", "list") == []  # refused before anything was registered
