@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from . import config
 from .errors import EngineError, SpecError, UserError
@@ -24,6 +26,7 @@ from .specs.conda import CondaFile, split_conda_spec
 from .specs.deployment import MLFLOW_BASE_IMAGE  # noqa: F401 - re-exported: the base of model environments
 
 # Packages only the Azure service needs (data mounting, run history); nothing uses them locally.
+# Canonical names (PEP 503): requirements are compared through `pip_name`.
 AZURE_ONLY = {"azureml-core", "azureml-dataset-runtime", "azureml-defaults"}
 
 # Conda names whose PyPI twin has another name.
@@ -46,7 +49,7 @@ CONDA_SYSTEM = {
 CONDA_ONLY = {"cudatoolkit", "cudnn", "mkl", "mkl-service", "mkl_fft", "mkl_random", "openmpi", "nccl", "blas",
               "libblas", "liblapack", "intel-openmp", "magma-cuda", "pytorch-cuda", "cuda-toolkit"}
 
-_PIP_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EGG = re.compile(r"#(?:[^#\s]*&)?egg=([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 @dataclass
@@ -100,9 +103,29 @@ def probe_base(image: str) -> BaseInfo:
     return info
 
 
+def parse_requirement(requirement: str) -> Requirement | None:
+    """A pip requirement line as PEP 508 reads it (per-line options such as ``--hash`` dropped); None
+    for option lines, paths and bare URLs."""
+    line = requirement.strip()
+    if not line or line.startswith("-"):
+        return None
+    for text in (line, line.split(" -", 1)[0]):
+        try:
+            return Requirement(text)
+        except InvalidRequirement:
+            continue
+    return None
+
+
 def pip_name(requirement: str) -> str | None:
-    m = _PIP_NAME.match(requirement)
-    return m.group(1).lower().replace("_", "-") if m else None
+    """The canonical (PEP 503) project name a requirement line installs: ``AzureML_Core==1.5``,
+    ``azureml.core`` and ``azureml-core[x] ; python_version>"3"`` all give ``azureml-core``. A VCS or
+    archive URL gives its ``#egg=`` name; None when there is no name (options, paths)."""
+    parsed = parse_requirement(requirement)
+    if parsed is not None:
+        return canonicalize_name(parsed.name)
+    egg = None if requirement.lstrip().startswith("-") else _EGG.search(requirement)
+    return canonicalize_name(egg.group(1)) if egg else None
 
 
 def conda_to_pip(spec: str) -> str | None:
@@ -199,7 +222,6 @@ DRIVER_NEEDS = ("pandas", "pyarrow", "pillow")
 # Old pins without a wheel for the base image's Python would otherwise be built from source on the
 # host (minutes, then usually a compiler error): refused at once, with a clear line, instead.
 MLFLOW_PIP_OPTIONS = ("--only-binary=:all:",)
-_MLFLOW_REQ = re.compile(r"^\s*mlflow(?=\s*(?:[<>=!~;@]|$))", re.IGNORECASE)
 
 
 @dataclass
@@ -285,6 +307,16 @@ def _model_requirements(model_dir: Path) -> tuple[list[str], str]:
     )
 
 
+def _as_mlflow_skinny(requirement: str) -> str | None:
+    """``mlflow<spec>`` (any spelling) as ``mlflow-skinny<spec>``, the rest of the line kept as written;
+    None for other projects, and for mlflow with extras or from a URL (only mlflow itself has those)."""
+    parsed = parse_requirement(requirement)
+    if parsed is None or canonicalize_name(parsed.name) != "mlflow" or parsed.extras or parsed.url:
+        return None
+    line = requirement.strip()
+    return "mlflow-skinny" + line[len(parsed.name):]
+
+
 def mlflow_environment(model_dir: Path) -> ModelEnvironment:
     """The environment of an MLflow model deployed without one, from the model's own files.
 
@@ -300,8 +332,8 @@ def mlflow_environment(model_dir: Path) -> ModelEnvironment:
     fallbacks: dict[str, str] = {}
     mapped: list[str] = []
     for req in reqs:
-        if _MLFLOW_REQ.match(req):
-            skinny = _MLFLOW_REQ.sub("mlflow-skinny", req, count=1)
+        skinny = _as_mlflow_skinny(req)
+        if skinny is not None:
             fallbacks[skinny] = req
             notices.append(f"the MLflow model asks for {req}: installing {skinny} instead (the same pyfunc "
                            "loader without the tracking server and UI; give an environment to get mlflow itself)")

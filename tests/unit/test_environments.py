@@ -62,11 +62,22 @@ def test_conda_only_packages_are_refused(spec: str) -> None:
         conda_to_pip(spec)
 
 
-def test_pip_name() -> None:
-    assert pip_name("azureml-dataset-runtime[fuse]>=1.0") == "azureml-dataset-runtime"
-    assert pip_name("AzureML_Core==1.50") == "azureml-core"
-    assert pip_name("  six ; python_version>'3'") == "six"
-    assert pip_name("--extra-index-url x") is None
+@pytest.mark.parametrize(("requirement", "name"), [
+    ("azureml-dataset-runtime[fuse]>=1.0", "azureml-dataset-runtime"),
+    ('azureml-dataset-runtime[fuse]==1.0 ; python_version>"3"', "azureml-dataset-runtime"),
+    ("AzureML_Core==1.50", "azureml-core"),
+    ("azureml.core", "azureml-core"),  # PEP 503: runs of -, _ and . are one -
+    ("Azureml.._Core~=1.5", "azureml-core"),
+    ("azureml-core @ https://example.invalid/azureml_core-1.0-py3-none-any.whl", "azureml-core"),
+    ("azureml-core==1.50 --hash=sha256:" + "0" * 64, "azureml-core"),
+    ("git+https://example.invalid/azureml.git#egg=AzureML.Core", "azureml-core"),
+    ("  six ; python_version>'3'", "six"),
+    ("--extra-index-url x", None),
+    ("./local/folder", None),
+    ("", None),
+])
+def test_pip_name(requirement: str, name: str | None) -> None:
+    assert pip_name(requirement) == name
 
 
 # --- pip (hermetic) strategy -----------------------------------------------------------------------
@@ -93,6 +104,19 @@ def test_pip_strategy_drops_azure_only_packages_with_a_notice() -> None:
     for dropped in ("azureml-core==1.50.0", "azureml-dataset-runtime[fuse]", "azureml-defaults"):
         assert dropped in notice
     assert not notice.startswith("warning: ")
+
+
+AZURE_SPELLINGS = ["azureml.core", "AzureML_Core==1.50", "azureml-dataset-runtime[fuse]==1.0 ; python_version>\"3\"",
+                   "AZUREML.DEFAULTS", "azureml_dataset.runtime[fuse]"]
+
+
+def test_azure_only_packages_are_dropped_however_they_are_spelled() -> None:
+    p = plan(env("python=3.11", {"pip": [*AZURE_SPELLINGS, "six==1.16.0", "azureml-mlflow"]}), DEBIAN)
+    assert p.requirements == ["six==1.16.0", "azureml-mlflow"]
+    assert all(spelling in p.notices[0] for spelling in AZURE_SPELLINGS)
+    conda = plan(env("python=3.11", {"pip": [*AZURE_SPELLINGS, "six==1.16.0"]}), CONDA)
+    assert conda.conda_file is not None
+    assert conda.conda_file["dependencies"] == ["python=3.11", {"pip": ["six==1.16.0"]}]
 
 
 def test_pip_strategy_refuses_conda_only_package() -> None:

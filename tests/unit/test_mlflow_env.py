@@ -54,6 +54,7 @@ def test_example_model_environment() -> None:
     ("mlflow ; python_version >= '3.9'", "mlflow-skinny ; python_version >= '3.9'"),
     ("mlflow[gateway]==2.9.2", "mlflow[gateway]==2.9.2"),  # extras need the full package
     ("mlflow-skinny==2.9.2", "mlflow-skinny==2.9.2"),
+    ("MLflow_Skinny==2.9.2", "MLflow_Skinny==2.9.2"),  # already the skinny one, however spelled
 ])
 def test_mlflow_becomes_mlflow_skinny_of_the_same_version(tmp_path: Path, req: str, mapped: str) -> None:
     env = mlflow_environment(model_dir(tmp_path, requirements_dot_txt=f"{req}\npandas\npyarrow\npillow\n"))
