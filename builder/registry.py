@@ -194,3 +194,29 @@ def register_data(store: Store, *, name: str, path: str, type: str, version: str
     doc = {"type": type, "path": location, "description": description}
     version = store.add_version("data", name, version, doc)
     return store.get_version("data", name, version)
+
+
+def download_model(store: Store, name: str, version: str | None, label: str | None, dest: Path) -> Path:
+    """Copy a registered model's files to `dest/<name>/<registered file or folder>` (az ml model download).
+
+    Never overwrites: an existing target is refused, and nothing is written outside that new folder.
+    """
+    model = store.get_version("model", name, version, label)
+    src = Path(model["path"])
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--download-path {dest} is a file; give a folder")
+    target = dest / model["name"]
+    if target.exists() or target.is_symlink():
+        raise UserError(f"--download-path: {target} exists; remove it or choose another folder")
+    staging = dest / f".{model['name']}.download-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        if src.is_dir():
+            shutil.copytree(src, staging / src.name)
+        else:
+            shutil.copyfile(src, staging / src.name)
+        staging.rename(target)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"--download-path {dest}: cannot write the model there: {e.strerror or e}") from None
+    return target / src.name

@@ -196,8 +196,11 @@ class Store:
         label = label or "latest"
         if label != "latest":
             raise NotFoundError(f"{kind} {name}: unknown label {label!r} (only 'latest' is defined)")
+        # `latest` is the last version registered that is not archived (an archived version is still
+        # there by its number, as in Azure).
         row = self.conn.execute(
-            "SELECT * FROM assets WHERE kind = ? AND name = ? ORDER BY seq DESC LIMIT 1", (kind, name)
+            f"SELECT * FROM assets WHERE kind = ? AND name = ? AND {_NOT_ARCHIVED} ORDER BY seq DESC LIMIT 1",
+            (kind, name),
         ).fetchone()
         if row is None:
             raise NotFoundError(f"{kind} {name!r} not found")
@@ -216,21 +219,40 @@ class Store:
             )
         return self.get_version(kind, name, version)
 
-    def list_assets(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
-        """Every version of one asset, or the latest version of each asset of a kind."""
+    def list_assets(self, kind: str, name: str | None = None, archived: str = "exclude") -> list[dict[str, Any]]:
+        """Every version of one asset, or the latest version of each asset of a kind.
+
+        `archived`: "exclude" (the default, as az lists), "include", or "only".
+        """
+        where = {"exclude": _NOT_ARCHIVED, "include": "1", "only": f"NOT {_NOT_ARCHIVED}"}[archived]
         if name is not None:
-            rows = self.conn.execute(
-                "SELECT * FROM assets WHERE kind = ? AND name = ? ORDER BY seq", (kind, name)
-            ).fetchall()
-            if not rows:
+            if not self.conn.execute("SELECT 1 FROM assets WHERE kind = ? AND name = ?", (kind, name)).fetchone():
                 raise NotFoundError(f"{kind} {name!r} not found")
+            rows = self.conn.execute(
+                f"SELECT * FROM assets WHERE kind = ? AND name = ? AND {where} ORDER BY seq", (kind, name)
+            ).fetchall()
         else:
             rows = self.conn.execute(
-                "SELECT a.* FROM assets a JOIN (SELECT name, MAX(seq) AS s FROM assets WHERE kind = ? "
+                f"SELECT a.* FROM assets a JOIN (SELECT name, MAX(seq) AS s FROM assets WHERE kind = ? AND {where} "
                 "GROUP BY name) l ON a.name = l.name AND a.seq = l.s WHERE a.kind = ? ORDER BY a.name",
                 (kind, kind),
             ).fetchall()
         return [_record(r) for r in rows]
+
+    def set_archived(self, kind: str, name: str, version: str | None, archived: bool) -> list[dict[str, Any]]:
+        """Archive (hide from lists and from `latest`) or restore one version, or every version."""
+        with self.tx() as c:
+            sql, args = "SELECT * FROM assets WHERE kind = ? AND name = ?", [kind, name]
+            if version is not None:
+                sql, args = sql + " AND version = ?", args + [version]
+            rows = c.execute(sql, args).fetchall()
+            if not rows:
+                raise NotFoundError(f"{kind} {name}" + (f" version {version}" if version else "") + " not found")
+            for r in rows:
+                doc = {**json.loads(r["doc"]), "archived": archived}
+                c.execute("UPDATE assets SET doc = ? WHERE kind = ? AND name = ? AND version = ?",
+                          (_dump(doc), kind, r["name"], r["version"]))
+        return [self.get_version(kind, r["name"], r["version"]) for r in rows]
 
     def delete_version(self, kind: str, name: str, version: str | None = None) -> list[dict[str, Any]]:
         """Delete one version, or every version when `version` is None; returns what was deleted."""
@@ -316,6 +338,9 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_record(r) for r in self.conn.execute(sql, args)]
+
+
+_NOT_ARCHIVED = "coalesce(json_extract(doc, '$.archived'), 0) = 0"
 
 
 def _dump(doc: dict[str, Any]) -> str:

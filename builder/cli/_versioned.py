@@ -31,10 +31,15 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
     @guarded
     def list_(
         name: Annotated[str | None, typer.Option("--name", "-n", help=f"List the versions of this {noun}.")] = None,
+        include_archived: Annotated[bool, typer.Option("--include-archived", help="Archived ones too.")] = False,
+        archived_only: Annotated[bool, typer.Option("--archived-only", help="Only archived ones.")] = False,
+        max_results: Annotated[int | None, typer.Option("--max-results", "-r")] = None,
         output: OutputOpt = "json",
         query: QueryOpt = None,
     ) -> None:
-        emit(store().list_assets(kind, name), output, query, kind)
+        which = "only" if archived_only else "include" if include_archived else "exclude"
+        found = store().list_assets(kind, name, archived=which)
+        emit(found[:max_results] if max_results else found, output, query, kind)
 
     list_.__doc__ = f"List {noun}s (latest version of each), or every version of one."
 
@@ -49,3 +54,22 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
         note(f"deleted {len(gone)} version(s) of {noun} {name}")
 
     delete.__doc__ = f"Delete one version of a {noun}, or all of them.{after_delete}"
+
+
+def add_archive_and_restore(app: typer.Typer, kind: str, noun: str) -> None:
+    """Register `archive` and `restore`: an archived version is hidden from lists and from `latest`,
+    and still usable by its number (as in Azure)."""
+    for verb, archived in (("archive", True), ("restore", False)):
+        app.command(verb)(guarded(_archive_command(kind, noun, verb, archived)))
+
+
+def _archive_command(kind: str, noun: str, verb: str, archived: bool):  # noqa: ANN202 - a typer command
+    name_opt = Annotated[str, typer.Option("--name", "-n", help=f"{noun.capitalize()} name.")]
+    version_opt = Annotated[str | None, typer.Option("--version", "-v", help="Version (default: every version).")]
+
+    def command(name: name_opt, version: version_opt = None) -> None:
+        changed = store().set_archived(kind, name, version, archived)
+        note(f"{verb}d {len(changed)} version(s) of {noun} {name}")
+
+    command.__doc__ = f"{verb.capitalize()} one version of a {noun}, or all of them."
+    return command

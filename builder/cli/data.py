@@ -11,7 +11,7 @@ from .. import registry
 from ..errors import SpecError
 from ..specs import load_data
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
-from ._versioned import add_read_and_delete
+from ._versioned import add_archive_and_restore, add_read_and_delete
 
 app = new_app("Data assets: named, versioned references to input folders or files.")
 
@@ -50,3 +50,4 @@ def create(
 
 
 add_read_and_delete(app, "data", "data asset", ' The data itself is not touched.')
+add_archive_and_restore(app, "data", "data asset")

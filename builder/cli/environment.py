@@ -10,7 +10,7 @@ import typer
 from .. import registry
 from ..specs import load_environment
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
-from ._versioned import add_read_and_delete
+from ._versioned import add_archive_and_restore, add_read_and_delete
 
 app = new_app("Environments: a base image plus a conda file, or a Docker build context.")
 
@@ -36,3 +36,4 @@ def create(
 
 
 add_read_and_delete(app, "environment", "environment")
+add_archive_and_restore(app, "environment", "environment")

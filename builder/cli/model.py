@@ -11,7 +11,7 @@ from .. import registry
 from ..errors import SpecError
 from ..specs import load_model
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
-from ._versioned import add_read_and_delete
+from ._versioned import add_archive_and_restore, add_read_and_delete
 
 app = new_app("Models: versioned copies of a model file or folder.")
 
@@ -58,4 +58,17 @@ def create(
 
 
 
+@app.command("download")
+@guarded
+def download(
+    name: NameOpt,
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Version (default: --label latest).")] = None,
+    label: LabelOpt = None,
+    download_path: Annotated[Path, typer.Option("--download-path", "-p", help="Folder to download into.")] = Path("."),
+) -> None:
+    """Copy a registered model to DOWNLOAD_PATH/NAME/ (never overwriting)."""
+    typer.echo(str(registry.download_model(store(), name, version, label, download_path)))
+
+
 add_read_and_delete(app, "model", "model")
+add_archive_and_restore(app, "model", "model")

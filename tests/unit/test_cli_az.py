@@ -75,3 +75,50 @@ def test_deployment_create_refuses_a_missing_endpoint(tmp_path: Path, monkeypatc
     assert "batch endpoint 'ghost-ep1' not found" in res.stderr.lower() and "batch-endpoint create" in res.stderr
     assert cli.json("batch-endpoint", "list") == []
     assert cli.json("model", "list") == []  # refused before anything was registered
+
+
+def test_model_archive_restore_and_download(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from seedtree import make_seed_tree
+
+    root = make_seed_tree(tmp_path / "seed")
+    monkeypatch.chdir(root)
+    cli = Cli()
+    cli("model", "create", "--name", "mm", "--path", "deployment-torch/model")
+    cli("model", "create", "--name", "mm", "--path", "deployment-torch/model")
+    cli("model", "archive", "--name", "mm", "--version", "2")
+    assert cli.json("model", "show", "--name", "mm")["version"] == "1"  # latest skips the archived one
+    assert cli.json("model", "show", "--name", "mm", "--version", "2")["archived"] is True  # still there by number
+    assert [m["version"] for m in cli.json("model", "list", "--name", "mm")] == ["1"]
+    assert [m["version"] for m in cli.json("model", "list", "--name", "mm", "--include-archived")] == ["1", "2"]
+    assert [m["version"] for m in cli.json("model", "list", "--name", "mm", "--archived-only")] == ["2"]
+    cli("model", "archive", "--name", "mm")
+    assert cli.json("model", "list") == []
+    cli("model", "show", "--name", "mm", code=2)
+    cli("model", "restore", "--name", "mm")
+    assert cli.json("model", "show", "--name", "mm")["version"] == "2"
+    cli("model", "archive", "--name", "mm", "--version", "9", code=2)
+
+    out = cli("model", "download", "--name", "mm", "--version", "1", "--download-path", str(tmp_path / "dl"))
+    got = Path(out.stdout.strip())
+    assert got == tmp_path / "dl" / "mm" / "model"
+    src = root / "deployment-torch" / "model"
+    assert sorted(p.name for p in got.iterdir()) == sorted(p.name for p in src.iterdir())
+    assert all((got / p.name).read_bytes() == p.read_bytes() for p in src.iterdir() if p.is_file())
+    res = cli("model", "download", "--name", "mm", "--download-path", str(tmp_path / "dl"), code=2)
+    assert "exists" in res.stderr  # never overwrites
+    (tmp_path / "afile").write_text("x")
+    cli("model", "download", "--name", "mm", "--download-path", str(tmp_path / "afile"), code=2)
+    assert (tmp_path / "afile").read_text() == "x"
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["mm"]  # no staging left
+
+
+def test_environment_and_data_archive(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    cli = Cli()
+    cli("data", "create", "--name", "dd", "--path", "d")
+    cli("data", "archive", "--name", "dd")
+    assert cli.json("data", "list") == []
+    cli("data", "restore", "--name", "dd", "--version", "1")
+    assert [d["name"] for d in cli.json("data", "list")] == ["dd"]
+    assert "archive" in cli("environment", "--help").stdout
