@@ -239,10 +239,9 @@ def build_image(p: Prepared, opts: DeployOptions, log: Log) -> images.BuildResul
         ca = config.ca_bundle()
         if ca:
             secrets["ca"] = ca
-    backend = opts.backend
-    dockerfile = "Dockerfile.legacy" if backend == "sdk" else "Dockerfile"
+    # No Dockerfile named here: images.build picks the one of the backend it resolves `auto` to.
     return images.build(p.rendered.context, p.tag, labels=image_labels(p), network=network, secrets=secrets,
-                        backend=backend, dockerfile=dockerfile, on_line=log, force=opts.force,
+                        backend=opts.backend, on_line=log, force=opts.force,
                         log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
 
 

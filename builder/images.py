@@ -32,6 +32,8 @@ LineSink = Callable[[str], None]
 TAIL_LINES = 15
 BACKENDS = ("buildkit", "sdk")
 LEGACY_DOCKERFILE = "Dockerfile.legacy"
+# The Dockerfile each backend takes from a rendered context: the legacy builder cannot run `RUN --mount`.
+DOCKERFILES = {"buildkit": "Dockerfile", "sdk": LEGACY_DOCKERFILE}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HINT = "run `make engine` or `bepbuild doctor`"
 
@@ -125,6 +127,17 @@ def pick_backend(backend: str = "auto") -> str:
     return backend
 
 
+def dockerfile_for(backend: str, context_dir: Path) -> str:
+    """The Dockerfile that `backend` (already picked: buildkit or sdk) builds in `context_dir`.
+
+    The only place that makes this choice, so that it always follows the builder that really runs
+    (``auto`` falls back to sdk without BuildKit). A context without the backend's own Dockerfile
+    (an environment's build context, a hand-made one) is built from its ``Dockerfile``.
+    """
+    own = DOCKERFILES[backend]
+    return own if (Path(context_dir) / own).is_file() else "Dockerfile"
+
+
 def build(
     context_dir: Path,
     tag: str,
@@ -141,9 +154,8 @@ def build(
 ) -> BuildResult:
     """Build `context_dir` as `tag`, or do nothing (one inspect call) when `tag` exists and not `force`.
 
-    `dockerfile` is relative to the context. By default the buildkit backend uses ``Dockerfile``;
-    the sdk backend uses ``Dockerfile.legacy`` when the context has one (the legacy builder cannot
-    run ``RUN --mount``), else ``Dockerfile``. `secrets` maps secret ids to files (BuildKit only;
+    `dockerfile` is relative to the context; by default the backend's own (`dockerfile_for`), which
+    is what a rendered deployment context needs. `secrets` maps secret ids to files (BuildKit only;
     nothing of them lands in a layer). Every output line goes to `on_line` and `log_path`. An
     image of `tag`'s repository that the build left untagged and unused is removed.
     """
@@ -154,8 +166,7 @@ def build(
     context_dir = Path(context_dir).resolve()
     backend = pick_backend(backend)
     if dockerfile is None:
-        legacy = backend == "sdk" and (context_dir / LEGACY_DOCKERFILE).is_file()
-        dockerfile = LEGACY_DOCKERFILE if legacy else "Dockerfile"
+        dockerfile = dockerfile_for(backend, context_dir)
     if not (context_dir / dockerfile).is_file():
         raise BuildError(f"no {dockerfile} in {context_dir}", source=tag)
     for sid, src in (secrets or {}).items():

@@ -289,12 +289,17 @@ def test_odd_scoring_script_name_reaches_the_image_exactly(tiny_home: Tiny, tmp_
     assert f"BEPBUILD_SCORING_SCRIPT={name}" in env
 
 
-def test_legacy_builder_image_works_and_has_no_wheels_either(tiny_home: Tiny, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sdk", "auto"])
+def test_legacy_builder_image_works_and_has_no_wheels_either(tiny_home: Tiny, tmp_path: Path, backend: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # `auto` on a docker CLI without BuildKit falls back to the legacy builder, which must then get
+    # the legacy Dockerfile (the other one has RUN --mount).
+    monkeypatch.setattr(images, "_buildkit_works", lambda cli: False)
     # Another deployment name, so that the module's image (same content tag) is left alone.
     client = images.engine()
     dangling = {i.id for i in client.images.list(filters={"dangling": True})}
     doc = deploy(tiny_home.folder / "deployment.yml", name="tiny-legacy",
-                 opts=deploying.DeployOptions(backend="sdk", force=True))
+                 opts=deploying.DeployOptions(backend=backend, force=True))
     # The legacy builder keeps the install stage as an untagged image (its wheels included): ours to remove.
     stages = [i.id for i in client.images.list(filters={"dangling": True}) if i.id not in dangling
               and any("/opt/bepbuild/venv/bin/pip install" in (h.get("CreatedBy") or "") for h in i.history())]
