@@ -259,7 +259,7 @@ def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, crea
             if (d / "endpoint.yml").is_file():
                 sibling = d / "endpoint.yml"
                 break
-    if sibling is not None and load_endpoint(sibling).spec.name == spec.endpoint_name:
+    if sibling is not None and load_endpoint(sibling).spec.name.lower() == spec.endpoint_name.lower():
         endpoints.create(store, sibling, name=spec.endpoint_name)
     else:
         endpoints.create(store, None, name=spec.endpoint_name)

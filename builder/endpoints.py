@@ -25,9 +25,8 @@ def create(store: Store, file: Path | None, *, name: str | None, sets: Iterable[
         if not name:
             raise SpecError("give --file or --name")
         spec = validate(BatchEndpoint, Located(apply({"name": name}, list(sets)), {}, "--set"))
-    default = spec.defaults.deployment_name
-    if default:
-        _check_deployment(store, spec.name, default)
+    if spec.defaults.deployment_name:
+        spec.defaults.deployment_name = _check_deployment(store, spec.name, spec.defaults.deployment_name)
     store.put_endpoint(spec.name, _doc(spec))
     return store.get_endpoint(spec.name)
 
@@ -35,15 +34,16 @@ def create(store: Store, file: Path | None, *, name: str | None, sets: Iterable[
 def update(store: Store, name: str, *, sets: Iterable[str] = (), file: Path | None = None) -> dict[str, Any]:
     """Apply `--set` (and/or a file) to a registered endpoint."""
     current = store.get_endpoint(name)
+    name = current["name"]  # as first given (names ignore case)
     base = {k: v for k, v in current.items() if k not in ("created_at", "updated_at")}
     if file is not None:
         base = {**base, **load_endpoint(file, name=name).spec.model_dump(mode="json", by_alias=True, exclude_none=True)}
     data = apply(base, list(sets))
-    if data.get("name") != name:
+    if str(data.get("name")).lower() != name.lower():
         raise SpecError("the name of an endpoint cannot be changed", field="name")
     spec = validate(BatchEndpoint, Located(data, {}, f"endpoint {name}"))
     if spec.defaults.deployment_name:
-        _check_deployment(store, name, spec.defaults.deployment_name)
+        spec.defaults.deployment_name = _check_deployment(store, name, spec.defaults.deployment_name)
     store.put_endpoint(name, _doc(spec))
     return store.get_endpoint(name)
 
@@ -61,16 +61,17 @@ def delete_deployment(store: Store, endpoint: str, name: str) -> dict[str, Any]:
     """Delete a deployment; when it was the default, the endpoint is left without a default."""
     gone = store.delete_deployment(endpoint, name)
     ep = store.get_endpoint(endpoint)
-    if (ep.get("defaults") or {}).get("deployment_name") == name:
+    if str((ep.get("defaults") or {}).get("deployment_name")).lower() == name.lower():
         ep = {k: v for k, v in ep.items() if k not in ("created_at", "updated_at")}
         ep["defaults"] = {}
         store.put_endpoint(endpoint, ep)
     return gone
 
 
-def _check_deployment(store: Store, endpoint: str, deployment: str) -> None:
+def _check_deployment(store: Store, endpoint: str, deployment: str) -> str:
+    """The deployment's name as stored (names ignore case); a SpecError when there is none."""
     try:
-        store.get_deployment(endpoint, deployment)
+        return str(store.get_deployment(endpoint, deployment)["name"])
     except NotFoundError as e:
         raise SpecError(
             f"defaults.deployment_name: deployment {deployment!r} does not exist in endpoint {endpoint!r}"

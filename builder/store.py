@@ -11,36 +11,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import config
 from .errors import ConflictError, NotFoundError
+from .store_migrations import MIGRATIONS, run_sql
 
 VERSIONED = ("model", "environment", "data")
-
-# Each entry upgrades the schema by one version; never edit an entry once released.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE endpoints (
-        name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
-    CREATE TABLE deployments (
-        endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
-        name TEXT NOT NULL, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
-        PRIMARY KEY (endpoint, name));
-    CREATE TABLE assets (
-        kind TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
-        created REAL NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (kind, name, version));
-    CREATE TABLE computes (
-        name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
-    CREATE TABLE jobs (
-        name TEXT PRIMARY KEY, endpoint TEXT, deployment TEXT, status TEXT NOT NULL,
-        doc TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
-    CREATE INDEX jobs_endpoint ON jobs(endpoint, created);
-    """,
-]
 
 
 class Store:
@@ -90,10 +70,11 @@ class Store:
                 raise ConflictError(
                     f"the registry at {self.path} was written by a newer bepbuild (schema {current})"
                 )
-            for script in MIGRATIONS[current:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
+            for step in MIGRATIONS[current:]:
+                if isinstance(step, str):
+                    run_sql(c, step)
+                else:
+                    step(c)
             if row is None:
                 c.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
             else:
@@ -101,8 +82,11 @@ class Store:
 
     # -- endpoints -----------------------------------------------------------------------------
     def put_endpoint(self, name: str, doc: dict[str, Any]) -> None:
+        """Create or replace an endpoint; a name differing only in case replaces it, keeping the first case."""
         now = time.time()
         with self.tx() as c:
+            name = _stored(c, "SELECT name FROM endpoints WHERE name = ?", (name,), name)
+            doc = {**doc, "name": name}
             c.execute(
                 "INSERT INTO endpoints VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
@@ -133,10 +117,15 @@ class Store:
 
     # -- deployments ---------------------------------------------------------------------------
     def put_deployment(self, endpoint: str, name: str, doc: dict[str, Any]) -> None:
+        """Create or replace a deployment (names ignore case and keep the case first given)."""
         now = time.time()
         with self.tx() as c:
-            if c.execute("SELECT 1 FROM endpoints WHERE name = ?", (endpoint,)).fetchone() is None:
+            row = c.execute("SELECT name FROM endpoints WHERE name = ?", (endpoint,)).fetchone()
+            if row is None:
                 raise NotFoundError(f"batch endpoint {endpoint!r} not found")
+            endpoint = row["name"]
+            name = _stored(c, "SELECT name FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name), name)
+            doc = {**doc, "name": name, "endpoint_name": endpoint}
             c.execute(
                 "INSERT INTO deployments VALUES (?, ?, ?, ?, ?) ON CONFLICT(endpoint, name) "
                 "DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
@@ -173,16 +162,56 @@ class Store:
         assert kind in VERSIONED
         now = time.time()
         with self.tx() as c:
-            rows = c.execute("SELECT version, seq FROM assets WHERE kind = ? AND name = ?", (kind, name)).fetchall()
+            rows = c.execute("SELECT name, version, seq FROM assets WHERE kind = ? AND name = ?",
+                             (kind, name)).fetchall()
+            if rows:  # another spelling of a name already registered: the same asset, first spelling kept
+                name = rows[0]["name"]
             seq = max((r["seq"] for r in rows), default=0) + 1
             if version is None:
                 numeric = [int(r["version"]) for r in rows if r["version"].isdigit()]
                 version = str(max(numeric, default=0) + 1)
-            elif any(r["version"] == version for r in rows):
+            elif any(r["version"].lower() == version.lower() for r in rows):
                 raise ConflictError(f"{kind} {name} version {version} already exists")
             doc = {**doc, "name": name, "version": version}
             c.execute("INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?)", (kind, name, version, _dump(doc), now, seq))
         return version
+
+    def register_version(
+        self, kind: str, name: str, version: str | None, doc: dict[str, Any], *,
+        same: Callable[[dict[str, Any]], bool], reuse_latest: bool = False,
+        place: Callable[[str, str], str | None] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Reuse an identical version or add a new one, decided and written in one write transaction.
+
+        Versions never change once registered (as in Azure): an explicit `version` that exists is
+        returned when `same(record)` holds and is a conflict otherwise. Without one, `reuse_latest`
+        returns the latest version when `same` holds for it, else the next integer is added.
+        `place(name, version)` runs inside the transaction, before the row is written: the registry
+        moves the new version's files into place there and returns the path to record. Concurrent
+        registrations of one content therefore give one version. Returns (record, created).
+        """
+        assert kind in VERSIONED
+        with self.tx() as c:
+            found, name, version, seq = _pick_version(c, kind, name, version, same, reuse_latest)
+            if found is not None:
+                return found, False
+            new = {**doc, "name": name, "version": version}
+            if place is not None:
+                path = place(name, version)
+                if path is not None:
+                    new["path"] = path
+            c.execute("INSERT INTO assets VALUES (?, ?, ?, ?, ?, ?)",
+                      (kind, name, version, _dump(new), time.time(), seq))
+        return self.get_version(kind, name, version), True
+
+    def find_version(self, kind: str, name: str, version: str | None, *,
+                     same: Callable[[dict[str, Any]], bool], reuse_latest: bool = False) -> dict[str, Any] | None:
+        """The version `register_version` would return without adding one (a read, no lock), or None.
+
+        Lets the registry skip copying files that are registered already; `register_version` decides
+        again under the lock.
+        """
+        return _pick_version(self.conn, kind, name, version, same, reuse_latest)[0]
 
     def get_version(self, kind: str, name: str, version: str | None = None, label: str | None = None) -> dict[str, Any]:
         """One version, or the one a label names (`latest` = the last one registered)."""
@@ -276,6 +305,8 @@ class Store:
     def put_compute(self, name: str, doc: dict[str, Any]) -> None:
         now = time.time()
         with self.tx() as c:
+            name = _stored(c, "SELECT name FROM computes WHERE name = ?", (name,), name)
+            doc = {**doc, "name": name}
             c.execute(
                 "INSERT INTO computes VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc, updated = excluded.updated",
@@ -325,6 +356,12 @@ class Store:
             raise NotFoundError(f"job {name!r} not found")
         return _record(row)
 
+    def delete_job(self, name: str) -> None:
+        """Forget job `name` (its folder is the caller's business)."""
+        with self.tx() as c:
+            if c.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFoundError(f"job {name!r} not found")
+
     def list_jobs(self, endpoint: str | None = None, limit: int | None = None, deployment: str | None = None,
                   status: str | None = None) -> list[dict[str, Any]]:
         """Jobs, newest first, optionally of one endpoint (and deployment) or with one status."""
@@ -340,7 +377,36 @@ class Store:
         return [_record(r) for r in self.conn.execute(sql, args)]
 
 
+def _stored(c: sqlite3.Connection, sql: str, args: tuple[Any, ...], default: str) -> str:
+    """The name as first stored (names compare without case), or `default` for a new record."""
+    row = c.execute(sql, args).fetchone()
+    return str(row[0]) if row else default
+
+
 _NOT_ARCHIVED = "coalesce(json_extract(doc, '$.archived'), 0) = 0"
+
+
+def _pick_version(c: sqlite3.Connection, kind: str, name: str, version: str | None,
+                  same: Callable[[dict[str, Any]], bool], reuse_latest: bool
+                  ) -> tuple[dict[str, Any] | None, str, str, int]:
+    """(the existing version to return or None, the stored name, the version, the next seq)."""
+    rows = c.execute("SELECT * FROM assets WHERE kind = ? AND name = ? ORDER BY seq", (kind, name)).fetchall()
+    if rows:  # the spelling the asset was first registered with
+        name = rows[0]["name"]
+    seq = max((r["seq"] for r in rows), default=0) + 1
+    if version is not None:
+        hit = next((r for r in rows if r["version"].lower() == version.lower()), None)
+        if hit is None:
+            return None, name, version, seq
+        if same(_record(hit)):
+            return _record(hit), name, hit["version"], seq
+        raise ConflictError(f"{kind} {name} version {hit['version']} already exists with different content")
+    if reuse_latest:
+        live = [r for r in rows if not json.loads(r["doc"]).get("archived")]
+        if live and same(_record(live[-1])):
+            return _record(live[-1]), name, live[-1]["version"], seq
+    numeric = [int(r["version"]) for r in rows if r["version"].isdigit()]
+    return None, name, str(max(numeric, default=0) + 1), seq
 
 
 def _dump(doc: dict[str, Any]) -> str:

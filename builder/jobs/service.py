@@ -128,6 +128,8 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
             "(batch-endpoint update --set defaults.deployment_name=NAME) or pass --deployment-name"
         )
     dep = store.get_deployment(req.endpoint, deployment)
+    # Names ignore case: the job records them as they were first given.
+    req.endpoint, deployment = ep["name"], dep.get("name") or deployment
     settings = _settings(dep, req)
     name = req.job_name or str(uuid.uuid4())
     if not JOB_NAME.fullmatch(name):

@@ -433,7 +433,7 @@ def test_download_logs_and_stream(cli: Cli, tmp_path: Path) -> None:
     cli("job", "download", "--name", "dl-job", "--output-name", "other", "--download-path", str(tmp_path), code=2)
     logs = cli("job", "logs", "--name", "dl-job").stdout
     assert "job_result.txt" in logs and "completed" in logs
-    assert cli("job", "stream", "--name", "dl-job").stdout.splitlines()[-1].startswith("Completed")
+    assert "Status: Completed" in cli("job", "stream", "--name", "dl-job").stdout.splitlines()
 
 
 def wait_final(name: str, timeout: float = 30) -> dict[str, Any]:
