@@ -42,8 +42,10 @@ test-unit: venv
 test-docker: venv engine
 	$(BIN)/python -m pytest -m "docker and not engine_restart" $(PYTEST_ARGS)
 
+# The runtime also against its minimum Python (layout.MIN_PYTHON); tests/unit/test_runtime_python.py runs it too.
 lint: venv
-	$(BIN)/ruff check builder runtime tests bench examples
+	$(BIN)/ruff check builder runtime tests bench examples scripts
+	$(BIN)/python scripts/check_runtime_python.py
 
 demo: venv engine
 	bash scripts/demo.sh

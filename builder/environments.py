@@ -20,6 +20,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from bepbuild_runtime.layout import MIN_PYTHON
+
 from . import config
 from .errors import EngineError, SpecError, UserError
 from .specs.conda import CondaFile, split_conda_spec
@@ -165,14 +167,38 @@ def _check_python(pin: str | None, base: BaseInfo, strict: bool, notices: list[s
         notices.append("warning: " + msg)
 
 
+def _minor(version: str | None) -> tuple[int, int] | None:
+    m = re.match(r"\s*(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _check_runtime_python(base: BaseInfo, conda: CondaFile | None = None) -> None:
+    """Refuse an environment whose Python is older than the runtime's minimum (layout.MIN_PYTHON).
+
+    The runtime runs on the base image's Python, except under the conda strategy with a conda file
+    that lists python: conda installs that one (an exact pin is checked; a bare or ranged python is
+    conda's newest that fits).
+    """
+    need = ".".join(map(str, MIN_PYTHON))
+    if conda is not None and any(split_conda_spec(s)[0] == "python" for s in conda.conda_packages()):
+        pin = conda.python_pin()
+        if (_minor(pin) or MIN_PYTHON) < MIN_PYTHON:
+            raise SpecError(f"the conda file pins python={pin}; bepbuild's runtime needs Python {need} or newer")
+        return
+    if (_minor(base.python) or MIN_PYTHON) < MIN_PYTHON:
+        raise SpecError(f"base image {base.image} has Python {base.python}; bepbuild's runtime needs Python {need} "
+                        "or newer: choose another base image (--base-image)")
+
+
 def plan(env: dict[str, Any], base: BaseInfo, *, strict: bool = False) -> EnvPlan:
     """The install plan for a registered environment record on a given base image."""
+    conda_doc = env.get("conda_file")
+    conda = CondaFile.model_validate(conda_doc) if conda_doc and not env.get("build") else None
+    _check_runtime_python(base, conda if base.conda else None)
     if env.get("build"):
         return EnvPlan(strategy="build")
-    conda_doc = env.get("conda_file")
-    if not conda_doc:
+    if conda is None:
         return EnvPlan(strategy="image")
-    conda = CondaFile.model_validate(conda_doc)
     notices: list[str] = []
     pin = conda.python_pin()
     _check_python(pin, base, strict, notices)

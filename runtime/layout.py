@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import os
 
+# The oldest Python the runtime runs on (Azure's curated images and examples pin python=3.8): it is
+# copied into images whose Python the user picks. The builder refuses an image with an older one;
+# scripts/check_runtime_python.py and the tests (the runtime run under that Python) hold it to this.
+MIN_PYTHON = (3, 8)
+
 JOB_FILE = "job.json"
 QUEUE_DIR = "queue"
 PENDING_DIR = "queue/pending"

@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Dict
 
 from . import layout
 from ._fs import (
@@ -57,7 +57,7 @@ __all__ = [
     "worker_dir", "write_atomic", "write_queue",
 ]
 
-MiniBatch = dict[str, Any]
+MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9
 
 
 def ensure_dirs(job_dir: str | os.PathLike[str]) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from bepbuild_runtime.layout import MIN_PYTHON
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_FILES = REPO / "tests" / "data" / "seed"
@@ -39,6 +44,34 @@ def docker_engine() -> None:
     if err is None:
         return
     message = f"no Docker engine answers ({err}); run `make engine`"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _pythons(version: tuple[int, ...]) -> list[str]:
+    """Interpreters that may be Python `version`: on PATH, then pyenv's (`pyenv root`, else its default)."""
+    name = "python" + ".".join(map(str, version))
+    found = [shutil.which(name)]
+    pyenv = shutil.which("pyenv")
+    root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip() if pyenv else ""
+    root = root or os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    found += sorted(glob.glob(os.path.join(glob.escape(root), "versions", f"{'.'.join(map(str, version))}.*",
+                                           "bin", name)), reverse=True)
+    return [p for p in found if p]
+
+
+@pytest.fixture(scope="session")
+def oldest_python() -> str:
+    """An interpreter of the runtime's minimum Python (layout.MIN_PYTHON): fail under CI=true, skip loudly elsewhere."""
+    want = ".".join(map(str, MIN_PYTHON))
+    for candidate in _pythons(MIN_PYTHON):
+        # A pyenv shim is on PATH even where that version is not active: ask the interpreter itself.
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == want:
+            return candidate
+    message = f"no Python {want} (the runtime's minimum) on PATH or in pyenv; install it (pyenv install {want})"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)

@@ -200,3 +200,41 @@ def test_image_without_conda_file_gives_image_strategy(base: BaseInfo) -> None:
     p = plan(record, base)
     assert p.strategy == "image"
     assert p.requirements == [] and p.notices == []
+
+
+# --- the runtime's minimum Python ------------------------------------------------------------------
+
+OLD_PYTHON = BaseInfo(image="local/old:py37", image_id="sha256:" + "3" * 64, python="3.7.16", conda=None)
+OLD_CONDA = BaseInfo(image="local/miniconda:py37", image_id="sha256:" + "4" * 64, python="3.7.16",
+                     conda="/opt/conda/bin/conda")
+
+
+@pytest.mark.parametrize("record", [
+    env("python=3.7", {"pip": ["six"]}),  # pip: the base image's Python runs the runtime
+    {"name": "env", "version": "1", "image": "local/old:py37", "conda_file": None, "build": None},
+    {"name": "env", "version": "1", "image": None, "conda_file": None,
+     "build": {"dockerfile_path": "Dockerfile", "sha256": "ab" * 32}},
+], ids=["pip", "image", "build"])
+def test_a_base_image_older_than_the_runtime_is_refused_in_one_line(record: dict[str, Any]) -> None:
+    with pytest.raises(SpecError) as info:
+        plan(record, OLD_PYTHON)
+    message = str(info.value)
+    assert message == ("base image local/old:py37 has Python 3.7.16; bepbuild's runtime needs Python 3.8 or "
+                       "newer: choose another base image (--base-image)")
+
+
+def test_conda_runs_the_runtime_on_the_pinned_python() -> None:
+    # The conda environment's Python runs the runtime, whatever the base image's own Python is.
+    assert plan(env("python=3.8.5", {"pip": ["six"]}), OLD_CONDA).strategy == "conda"
+    assert plan(env("python=3.11", {"pip": ["six"]}), OLD_CONDA).strategy == "conda"
+    with pytest.raises(SpecError, match=r"^the conda file pins python=3\.7; bepbuild's runtime needs Python 3\.8 "):
+        plan(env("python=3.7", {"pip": ["six"]}), CONDA)
+    assert plan(env("python", {"pip": ["six"]}), OLD_CONDA).strategy == "conda"  # conda's newest
+    with pytest.raises(SpecError, match="has Python 3.7.16"):  # no python in the file: the base's stays
+        plan(env("pip", {"pip": ["six"]}), OLD_CONDA)
+
+
+@pytest.mark.parametrize("python", ["3.8.5", "3.8", "3.13.0", "4.0"])
+def test_the_runtime_minimum_and_newer_pass(python: str) -> None:
+    base = BaseInfo(image="img", image_id="sha256:" + "5" * 64, python=python, conda=None)
+    assert plan(env({"pip": ["six"]}), base).strategy == "pip"

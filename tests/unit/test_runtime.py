@@ -19,6 +19,15 @@ import pytest
 from bepbuild_runtime import layout, queue
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
+PYTHON = sys.executable  # the interpreter the runtime runs under: set per test by `runtime_python`
+
+
+@pytest.fixture(autouse=True, params=["host", "oldest"])
+def runtime_python(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs the runtime under the host's Python and under its minimum (layout.MIN_PYTHON)."""
+    python = sys.executable if request.param == "host" else request.getfixturevalue("oldest_python")
+    monkeypatch.setattr(sys.modules[__name__], "PYTHON", python)
+    return python
 
 # One scoring script whose behaviour depends on the file names of the mini-batch.
 SCRIPT = """
@@ -88,7 +97,7 @@ def start(paths: dict[str, Path], instance: str = "i0", new_session: bool = Fals
     full_env = {**os.environ, "PYTHONPATH": str(paths["pkg"]), layout.ENV_CODE_DIR: str(paths["code"]), **env}
     full_env.pop(layout.ENV_OUTPUT_PATH, None)
     return subprocess.Popen(
-        [sys.executable, "-m", "bepbuild_runtime", "--job-dir", str(paths["job"]),
+        [PYTHON, "-m", "bepbuild_runtime", "--job-dir", str(paths["job"]),
          "--input-dir", str(paths["in"]), "--instance", instance],
         env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
@@ -215,6 +224,7 @@ def run(mini_batch):
 """
 
 
+@pytest.mark.parametrize("runtime_python", ["host"], indirect=True)  # pandas is in the host's venv only
 def test_dataframe_output_is_formatted_like_azure(tmp_path: Path) -> None:
     files = ["a one.png", "b.png", "c.png"]
     paths = make_job(tmp_path, files, script=DATAFRAME_SCRIPT, mini_batch_size=2)
