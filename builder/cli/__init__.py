@@ -53,4 +53,9 @@ app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:
-    app(prog_name="bepbuild")
+    import sys
+
+    from . import _azure_args
+
+    args, _dropped = _azure_args.strip(sys.argv[1:])  # workspace options of az: nothing to select locally
+    app(args=args, prog_name="bepbuild")

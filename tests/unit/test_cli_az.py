@@ -122,3 +122,19 @@ def test_environment_and_data_archive(tmp_path: Path, monkeypatch) -> None:  # n
     cli("data", "restore", "--name", "dd", "--version", "1")
     assert [d["name"] for d in cli.json("data", "list")] == ["dd"]
     assert "archive" in cli("environment", "--help").stdout
+
+
+def test_azure_workspace_options_are_accepted_and_ignored(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from bepbuild.cli._azure_args import strip
+
+    assert strip(["batch-endpoint", "show", "-n", "x", "-g", "rg", "--workspace-name=ws", "--only-show-errors"]) \
+        == (["batch-endpoint", "show", "-n", "x"], ["-g", "rg", "--workspace-name=ws", "--only-show-errors"])
+    assert strip(["job", "show", "-n", "j", "--", "-g"])[0] == ["job", "show", "-n", "j", "--", "-g"]
+    exe = Path(sys.executable).with_name("bepbuild")
+    proc = subprocess.run([str(exe), "batch-endpoint", "create", "--name", "ws-ep", "--resource-group", "my-rg",
+                           "-w", "my-ws", "--subscription", "0000", "--query", "name", "-o", "tsv"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == "ws-ep\n", proc.stderr
