@@ -270,6 +270,15 @@ class Store:
 
     def set_archived(self, kind: str, name: str, version: str | None, archived: bool) -> list[dict[str, Any]]:
         """Archive (hide from lists and from `latest`) or restore one version, or every version."""
+        return self.update_versions(kind, name, version, {"archived": archived})
+
+    def update_versions(self, kind: str, name: str, version: str | None, changes: dict[str, Any]
+                        ) -> list[dict[str, Any]]:
+        """Merge `changes` into the record of one version, or of every version; returns them.
+
+        Only for what may change on a registered version (description, tags, archived): its files
+        and content hash never change.
+        """
         with self.tx() as c:
             sql, args = "SELECT * FROM assets WHERE kind = ? AND name = ?", [kind, name]
             if version is not None:
@@ -278,7 +287,7 @@ class Store:
             if not rows:
                 raise NotFoundError(f"{kind} {name}" + (f" version {version}" if version else "") + " not found")
             for r in rows:
-                doc = {**json.loads(r["doc"]), "archived": archived}
+                doc = {**json.loads(r["doc"]), **changes}
                 c.execute("UPDATE assets SET doc = ? WHERE kind = ? AND name = ? AND version = ?",
                           (_dump(doc), kind, r["name"], r["version"]))
         return [self.get_version(kind, r["name"], r["version"]) for r in rows]
@@ -363,15 +372,18 @@ class Store:
                 raise NotFoundError(f"job {name!r} not found")
 
     def list_jobs(self, endpoint: str | None = None, limit: int | None = None, deployment: str | None = None,
-                  status: str | None = None) -> list[dict[str, Any]]:
-        """Jobs, newest first, optionally of one endpoint (and deployment) or with one status."""
-        where: list[str] = []
+                  status: str | None = None, archived: str = "exclude") -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one endpoint (and deployment) or with one status.
+
+        `archived`: "exclude" (the default, as az lists), "include", or "only".
+        """
+        where: list[str] = [{"exclude": _NOT_ARCHIVED, "include": "1", "only": f"NOT {_NOT_ARCHIVED}"}[archived]]
         args: list[Any] = []
         for column, value in (("endpoint", endpoint), ("deployment", deployment), ("status", status)):
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
+        sql = "SELECT * FROM jobs WHERE " + " AND ".join(where) + " ORDER BY created DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_record(r) for r in self.conn.execute(sql, args)]

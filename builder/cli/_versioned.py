@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
+from ..errors import SpecError
+from ..specs.common import check_asset_version
 from ._common import OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, note, store
+
+
+def checked_version(version: str | None) -> str | None:
+    """A `--version` flag's value, held to the rule of versions in files (it names a registry folder)."""
+    if version is None:
+        return None
+    try:
+        return check_asset_version(version)
+    except ValueError as e:
+        raise SpecError(str(e), field="--version") from None
 
 
 def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: str = "") -> None:
@@ -54,6 +66,27 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
         note(f"deleted {len(gone)} version(s) of {noun} {name}")
 
     delete.__doc__ = f"Delete one version of a {noun}, or all of them.{after_delete}"
+
+
+def add_update(app: typer.Typer, kind: str, noun: str) -> None:
+    """Register `update --set description=... --set tags.K=V` (what may change on a version)."""
+    from ._common import SetOpt
+
+    @app.command("update")
+    @guarded
+    def update(
+        name: Annotated[str, typer.Option("--name", "-n", help=f"{noun.capitalize()} name.")],
+        version: Annotated[str | None, typer.Option("--version", "-v", help="Version (default: latest).")] = None,
+        label: Annotated[str | None, typer.Option("--label", "-l", help="Label, e.g. latest.")] = None,
+        set_: SetOpt = None,
+        output: OutputOpt = "json",
+        query: QueryOpt = None,
+    ) -> None:
+        from ..updates import update_asset
+
+        emit(update_asset(store(), kind, name, version, label, set_ or []), output, query, kind)
+
+    update.__doc__ = f"Change the description, tags or stage of a {noun} version (its files never change)."
 
 
 def add_archive_and_restore(app: typer.Typer, kind: str, noun: str) -> None:

@@ -10,6 +10,7 @@ import typer
 from ..specs import ComputeSpec, load_compute
 from ..specs.loader import Located, validate
 from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._refused import refuse
 
 app = new_app("Computes: how many instances a deployment may use and what each instance gets.")
 
@@ -77,3 +78,28 @@ def delete(name: NameOpt, yes: YesOpt = False) -> None:
     confirm(yes, f"Delete compute {name}?")
     store().delete_compute(name)
     note(f"deleted compute {name}")
+
+
+@app.command("update")
+@guarded
+def update(
+    name: NameOpt,
+    max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
+    min_instances: Annotated[int | None, typer.Option("--min-instances")] = None,
+    set_: SetOpt = None,
+    output: OutputOpt = "json",
+    query: QueryOpt = None,
+) -> None:
+    """Change a compute profile (max/min instances, cpus, memory, gpus, description, tags)."""
+    from ..updates import update_compute
+
+    sets = list(set_ or []) + [f"{k}={v}" for k, v in (("max_instances", max_instances),
+                                                        ("min_instances", min_instances)) if v is not None]
+    emit(update_compute(store(), name, sets), output, query, "compute")
+
+
+_NO_NODES = "a local compute is a resource profile for containers on this engine: it has no nodes or VMs"
+for _verb in ("list-nodes", "list-sizes", "list-usage", "start", "stop", "restart", "connect-ssh", "enable-sso"):
+    refuse(app, _verb, _NO_NODES)
+refuse(app, "attach", "only local compute profiles exist: create one with bepbuild compute create")
+refuse(app, "detach", "only local compute profiles exist: remove one with bepbuild compute delete")

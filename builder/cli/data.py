@@ -11,7 +11,8 @@ from .. import registry
 from ..errors import SpecError
 from ..specs import load_data
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
-from ._versioned import add_archive_and_restore, add_read_and_delete
+from ._refused import refuse
+from ._versioned import add_archive_and_restore, add_read_and_delete, add_update, checked_version
 
 app = new_app("Data assets: named, versioned references to input folders or files.")
 
@@ -33,12 +34,13 @@ def create(
     query: QueryOpt = None,
 ) -> None:
     """Register a data asset, usable as --input azureml:NAME@latest."""
+    version = checked_version(version)
     if file is not None:
         loaded = load_data(file, sets=set_ or [], name=name)
         spec = loaded.spec
         name, type_ = spec.name, spec.type
         path = str(loaded.paths.get("path", spec.path))
-        version = version or spec.version
+        version = version if version is not None else spec.version
         description = description or spec.description
     if not name:
         raise SpecError("required (or give --file)", field="--name")
@@ -51,3 +53,9 @@ def create(
 
 add_read_and_delete(app, "data", "data asset", ' The data itself is not touched.')
 add_archive_and_restore(app, "data", "data asset")
+add_update(app, "data", "data asset")
+refuse(app, "share", 'there are no registries locally')
+refuse(app, "import", 'imports from databases and external storage need Azure; register a local folder or an '
+       'http(s) URL with bepbuild data create')
+refuse(app, "mount", 'data assets are read in place: give the folder (or azureml:NAME@latest) to --input')
+refuse(app, "list-materialization-status", 'there are no data imports locally')

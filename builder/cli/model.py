@@ -11,7 +11,8 @@ from .. import registry
 from ..errors import SpecError
 from ..specs import load_model
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
-from ._versioned import add_archive_and_restore, add_read_and_delete
+from ._refused import refuse
+from ._versioned import add_archive_and_restore, add_read_and_delete, add_update, checked_version
 
 app = new_app("Models: versioned copies of a model file or folder.")
 
@@ -35,12 +36,13 @@ def create(
 ) -> None:
     """Register a model: the file or folder is copied into the registry as a new version."""
     tags: dict[str, str] = {}
+    version = checked_version(version)
     if file is not None:
         loaded = load_model(file, sets=set_ or [], name=name)
         spec = loaded.spec
         assert spec.name
         name, src, type_ = spec.name, loaded.paths["path"], spec.type
-        version = version or spec.version
+        version = version if version is not None else spec.version
         description = description or spec.description
         tags = spec.tags
     else:
@@ -72,3 +74,8 @@ def download(
 
 add_read_and_delete(app, "model", "model")
 add_archive_and_restore(app, "model", "model")
+add_update(app, "model", "model")
+refuse(app, "share", 'there are no registries locally: a model is shared by copying it (bepbuild model '
+       "download) or by pushing the deployment's image")
+refuse(app, "package", "model packages are for online endpoints; a batch deployment's image is its package "
+       '(bepbuild build, bepbuild push)')
