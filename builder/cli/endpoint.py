@@ -62,11 +62,19 @@ def update(
     name: NameOpt,
     set_: SetOpt = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="endpoint.yml with new values")] = None,
+    add: Annotated[list[str] | None, typer.Option("--add", help="Not available: use --set.")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="Not available: use --set.")] = None,
+    force_string: Annotated[bool, typer.Option("--force-string", help="Accepted: values are kept as given.")] = False,
     no_wait: NoWaitOpt = False,
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
     """Update an endpoint, e.g. --set defaults.deployment_name=NAME."""
+    if add or remove:
+        from ..errors import UserError
+
+        flag = "--add" if add else "--remove"
+        raise UserError(f"{flag} is not available locally: change fields with --set KEY=VALUE")
     emit(endpoints.update(store(), name, sets=set_ or [], file=file), output, query, "endpoint")
 
 
