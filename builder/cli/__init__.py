@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import build, compute, data, deployment, doctor, endpoint, environment, job, model
+from . import build, compute, data, deployment, doctor, endpoint, environment, job, model, serve
 from ._common import state
 from .validate import validate
 
@@ -50,6 +50,8 @@ app.command("build")(build.build)
 app.command("render")(build.render)
 app.command("push")(build.push)
 app.command("doctor")(doctor.doctor)
+app.command("serve")(serve.serve)
+app.command("dashboard", help="Alias of serve.")(serve.serve)
 
 
 def main() -> None:
