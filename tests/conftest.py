@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,16 @@ SEED_FILES = REPO / "tests" / "data" / "seed"
 
 
 @pytest.fixture(autouse=True)
-def bepbuild_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own registry and jobs folder."""
+def bepbuild_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own registry and jobs folder; a dashboard server a test started there
+    (`job show --web` starts one in the background) is stopped after it."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("BEPBUILD_HOME", str(home))
     monkeypatch.delenv("BEPBUILD_JOBS_DIR", raising=False)
-    return home
+    yield home
+    from bepbuild.web import state
+
+    state.stop(home)
 
 
 def _engine_error() -> str | None:

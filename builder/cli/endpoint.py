@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -45,15 +45,23 @@ def create(
 @app.command("show")
 @guarded
 def show(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
-    """Show an endpoint."""
-    emit(store().get_endpoint(name), output, query, "endpoint")
+    """Show an endpoint (with its scoring_uri while `bepbuild serve` runs)."""
+    emit(_with_scoring_uri(store().get_endpoint(name)), output, query, "endpoint")
 
 
 @app.command("list")
 @guarded
 def list_(output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """List endpoints."""
-    emit(store().list_endpoints(), output, query, "endpoint")
+    emit([_with_scoring_uri(ep) for ep in store().list_endpoints()], output, query, "endpoint")
+
+
+def _with_scoring_uri(ep: dict[str, Any]) -> dict[str, Any]:
+    """Azure's scoring_uri (POST it to start a job) where the running server listens; none without one."""
+    from ..web.state import scoring_uri
+
+    uri = scoring_uri(ep["name"])
+    return {**ep, "scoring_uri": uri} if uri else ep
 
 
 @app.command("update")

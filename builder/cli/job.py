@@ -22,7 +22,8 @@ def web_view(job: dict[str, object]) -> str:
 @guarded
 def show(
     name: NameOpt,
-    web: Annotated[bool, typer.Option("--web", help="Print the job folder (there is no studio locally).")] = False,
+    web: Annotated[bool, typer.Option("--web", help="Open the job's page on the dashboard (bepbuild serve; "
+                                                   "started in the background when none runs).")] = False,
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
@@ -31,7 +32,9 @@ def show(
 
     job = service.show(store(), name)
     if web:
-        typer.echo(f"{web_view(job)}  (the job folder: no dashboard is running)", err=True)
+        from .serve import show_job_page
+
+        show_job_page(job)
     emit(job, output, query, "job")
 
 

@@ -86,6 +86,23 @@ def job_page(name: str) -> str:
     return info.page(f"/jobs/{urllib.parse.quote(name, safe='')}")
 
 
+def show_job_page(job: dict[str, object]) -> None:
+    """`job show --web`: open (or print, without a display) the job's page, starting a server in the
+    background when none runs; the job folder is printed too. A dashboard that cannot start is a
+    warning: the job is still shown."""
+    from ..errors import BepbuildError
+    from ._common import warn
+
+    try:
+        url = job_page(str(job["name"]))
+    except BepbuildError as e:
+        warn(f"no job page: {e.line()}")
+    else:
+        opened = open_in_browser(url)
+        note(f"job page{' (opened in the browser)' if opened else ''}: {url}")
+    note(f"job folder: {job.get('job_dir', '')}")
+
+
 def open_in_browser(url: str) -> bool:
     """Open `url` where there is a display; never a text browser in this terminal."""
     if sys.platform not in ("darwin", "win32") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):

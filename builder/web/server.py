@@ -7,14 +7,16 @@ without requests, so a page opened once does not leave a process behind for ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +99,16 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, token: str | No
     info = state.ServerInfo(host=host, port=sock.getsockname()[1], pid=pid, token=token,
                             proc_start=state.process_start(pid), backend=backend)
     app = _Activity(create_app(token, backend=backend, server=info))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                           timeout_graceful_shutdown=3))
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn raises a stop signal again once it has shut down, which kills the process
+            # before the state file is removed: the handlers below end serve() normally instead.
+            yield
+
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                   timeout_graceful_shutdown=3))
     state.write(info)
     home = config.home()
     stop = threading.Event()
@@ -114,12 +124,17 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, token: str | No
     watcher.start()
     if announce:
         announce(info)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.run(sockets=[sock])
     finally:
         stop.set()
         state.remove(pid, home)
         sock.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def log_path() -> Path:
