@@ -15,6 +15,7 @@ Job folder::
     <job>/queue/failed/<id>.json         out of tries: the mini-batch plus the last error
     <job>/results/<id>.csv               rows of one mini-batch (append_row), written atomically
     <job>/control/cancel, abort          flags: stop claiming (cancel by user, abort on threshold)
+    <job>/control/host.lock              flock of the one host process driving the job (holds its pid)
     <job>/logs/...                       Azure-like logs (see LOG_* below)
     <output dir>/<output_file_name>      merged result; the output dir is AZUREML_BI_OUTPUT_PATH
 """
@@ -38,6 +39,7 @@ RESULTS_DIR = "results"
 CONTROL_DIR = "control"
 CANCEL_FLAG = "control/cancel"
 ABORT_FLAG = "control/abort"
+HOST_LOCK = "control/host.lock"  # flock held by the host process driving the job; its pid inside
 OUTPUTS_DIR = "outputs"  # default output dir when no --output-path is given
 INPUTS_DIR = "inputs"  # where http(s) inputs are downloaded to
 LOGS_DIR = "logs"
@@ -58,6 +60,7 @@ RESULT_SUFFIX = ".csv"
 LOG_PROGRESS_PREFIX = "logs/job_progress_overview."  # + yyyymmddhh + ".txt"
 LOG_RESULT = "logs/job_result.txt"
 LOG_ERROR = "logs/job_error.txt"
+LOG_HOST = "logs/host.txt"  # stdout/stderr of a detached host (invoke/resume --no-wait)
 LOG_USER_STDOUT = "logs/user/stdout"  # /<instance>/<worker>.stdout.txt
 LOG_USER_STDERR = "logs/user/stderr"  # /<instance>/<worker>.stderr.txt
 LOG_USER_ERROR = "logs/user/error"  # /<instance>/<worker>.txt (tracebacks)
@@ -96,7 +99,7 @@ EXIT_OK = 0  # the queue is drained
 EXIT_FAILURE = 1  # unexpected error in the runtime itself
 EXIT_USAGE = 2  # bad arguments or settings, missing job folder or scoring script
 EXIT_TIMEOUT = 71  # worker: killed because run() exceeded the timeout (Azure's code)
-EXIT_INIT_FAILED = 72  # worker: init() failed; supervisor: init() failed max_retries times in a row
+EXIT_INIT_FAILED = 72  # worker: init() failed; supervisor: init() failed 3 x its workers times in a row
 EXIT_STOPPED = 82  # supervisor: stopped early by control/cancel, control/abort or SIGTERM/SIGINT
 EXIT_NO_SPACE = 73  # worker, supervisor: the job folder is full; claims went back untouched
 

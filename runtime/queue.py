@@ -52,9 +52,9 @@ from .reports import SYSTEM_ERROR, WorkerLogs
 # The host imports the whole protocol from this module; the read side lives in progress.py.
 __all__ = [
     "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
-    "ensure_dirs", "fail_attempt", "is_drained", "is_no_space", "looks_empty", "merge_results",
-    "release_claims", "requeue_instance", "requeue_worker", "stale_workers", "total_count", "touch_heartbeat",
-    "worker_dir", "write_atomic", "write_queue",
+    "ensure_dirs", "fail_attempt", "heartbeats", "is_drained", "is_no_space", "looks_empty", "merge_results",
+    "release_claims", "release_instance", "release_worker", "requeue_instance", "requeue_worker", "stale_workers",
+    "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
 ]
 
 MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9
@@ -348,9 +348,10 @@ def requeue_instance(
 def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
     """Give back every claim of `worker` untouched (the try does not count); return their ids.
 
-    For failures that are not the mini-batch's fault: the job folder is full. A rename needs no
+    For what is not the mini-batch's fault: the job folder is full, the host died (its resume
+    stops the instances it left), the host or the supervisor stopped the worker. A rename needs no
     space, so this works on a full disk; the worker's temp files are removed (that frees some).
-    A claim whose done record exists is just dropped.
+    A claim whose done record exists is just dropped. Only for a worker known to be gone.
     """
     job = os.fspath(job_dir)
     folder = worker_dir(job, worker)
@@ -371,6 +372,22 @@ def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
     return released
 
 
+def release_worker(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
+    """release_claims for a worker that is gone, then remove its folder; return the ids given back."""
+    released = release_claims(job_dir, worker)
+    shutil.rmtree(worker_dir(job_dir, worker), ignore_errors=True)
+    return released
+
+
+def release_instance(job_dir: str | os.PathLike[str], instance: str | None = None) -> list[str]:
+    """release_worker for every worker of a stopped `instance` (None: of every instance)."""
+    released = []
+    for name in sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR))):
+        if instance is None or layout.instance_of(name) == instance:
+            released += release_worker(job_dir, name)
+    return released
+
+
 def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:
     """Mark `worker` alive now (creates its folder and heartbeat file when missing)."""
     beat = os.path.join(worker_dir(job_dir, worker), layout.HEARTBEAT_FILE)
@@ -380,6 +397,29 @@ def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:
         os.makedirs(os.path.dirname(beat), exist_ok=True)
         with open(beat, "ab"):
             pass
+
+
+def heartbeats(job_dir: str | os.PathLike[str]) -> dict[str, float]:
+    """{worker: when it last showed life}: the mtime of its heartbeat (or, lacking one, of its folder).
+
+    Times are wall-clock (time.time()), as file mtimes are.
+    """
+    running = layout.path(job_dir, layout.RUNNING_DIR)
+    beats: dict[str, float] = {}
+    try:
+        names = sorted(os.listdir(running))
+    except FileNotFoundError:
+        return beats
+    for name in names:
+        folder = os.path.join(running, name)
+        try:
+            beats[name] = os.stat(os.path.join(folder, layout.HEARTBEAT_FILE)).st_mtime
+        except FileNotFoundError:
+            try:
+                beats[name] = os.stat(folder).st_mtime
+            except FileNotFoundError:
+                continue
+    return beats
 
 
 def stale_workers(
@@ -392,21 +432,4 @@ def stale_workers(
     `now` is a time.time() stamp (file mtimes are wall-clock).
     """
     now = time.time() if now is None else now
-    running = layout.path(job_dir, layout.RUNNING_DIR)
-    stale = []
-    try:
-        names = sorted(os.listdir(running))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        folder = os.path.join(running, name)
-        try:
-            mtime = os.stat(os.path.join(folder, layout.HEARTBEAT_FILE)).st_mtime
-        except FileNotFoundError:
-            try:
-                mtime = os.stat(folder).st_mtime
-            except FileNotFoundError:
-                continue
-        if now - mtime > expiry:
-            stale.append(name)
-    return stale
+    return [name for name, mtime in heartbeats(job_dir).items() if now - mtime > expiry]

@@ -15,6 +15,8 @@ from typing import Any
 
 from . import layout
 
+# Azure's task_overhead_timeout: what a mini-batch costs besides run() (scheduling, reading, writing).
+TASK_OVERHEAD_SECONDS = 30.0
 APPEND_ROW = "append_row"
 SUMMARY_ONLY = "summary_only"
 _LEVELS = {"warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
@@ -34,6 +36,15 @@ class Settings:
     error_threshold: int = -1
     logging_level: str = "info"
     environment_variables: dict[str, str] = field(default_factory=dict)
+    progress_update_timeout: float | None = None  # None: Azure's default, see progress_timeout
+
+    @property
+    def progress_timeout(self) -> float:
+        """Seconds an instance may show no sign of life before it counts as dead (Azure's
+        progress_update_timeout, default 3 x (timeout + task overhead))."""
+        if self.progress_update_timeout is not None:
+            return self.progress_update_timeout
+        return 3 * (self.timeout + TASK_OVERHEAD_SECONDS)
 
     @property
     def log_level(self) -> int:
@@ -74,8 +85,9 @@ def from_job(job: dict[str, Any]) -> Settings:
                     "error_threshold"):
             if key in values:
                 values[key] = int(values[key])
-        if "timeout" in values:
-            values["timeout"] = float(values["timeout"])
+        for key in ("timeout", "progress_update_timeout"):
+            if key in values:
+                values[key] = float(values[key])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"bad numeric setting in {layout.JOB_FILE}: {exc}") from None
     if "logging_level" in values:
@@ -103,3 +115,5 @@ def _check(s: Settings) -> None:
         raise ValueError("mini_batch_size and max_concurrency_per_instance must be at least 1")
     if s.timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
+    if s.progress_update_timeout is not None and s.progress_update_timeout <= 0:
+        raise ValueError("progress_update_timeout must be a positive number of seconds")

@@ -20,6 +20,7 @@ from typing import Any
 from . import layout, queue, reports, settings
 from .worker import BATCH, PHASE, PHASE_READY, STARTED, STATE_SIZE, WorkerSpec, worker_main
 
+INIT_TRIES_PER_WORKER = 3  # Azure: a node stops trying after 3 x process_count_per_node init() failures
 POLL_SECONDS = 0.05  # a poll costs ~50 us (sentinels, flags, a first pending entry): stop soon after the drain
 STOP_GRACE_SECONDS = 5.0  # after SIGTERM/SIGINT, how long in-flight run() calls may finish
 EMPTY_GRACE_SECONDS = 5.0  # queue looks empty but queue/count disagrees: trust the listing after this
@@ -104,6 +105,7 @@ class Supervisor:
                       for i in range(n)]
         self.main_log = reports.main_log_path(self.job, self.instance)
         self.init_failures = 0  # in a row, on this instance
+        self.init_limit = INIT_TRIES_PER_WORKER * n
         self.exit_code: int | None = None  # set when we decided to stop
         self.signalled = 0
         self.stop_deadline: float | None = None
@@ -159,8 +161,8 @@ class Supervisor:
             # Exit 72, an init() timeout, or a crash (os._exit, segfault) before init() returned.
             self.init_failures += 1
             self.note(f"worker {slot.name} pid={proc.pid}: init() failed, returncode {code} "
-                      f"({self.init_failures} in a row, limit {self.settings.tries})")
-            if self.init_failures >= self.settings.tries and not stopping:
+                      f"({self.init_failures} in a row, limit {self.init_limit})")
+            if self.init_failures >= self.init_limit and not stopping:
                 self.note(f"init() failed {self.init_failures} times in a row: stopping this instance; "
                           f"see {layout.LOG_USER_ERROR}/{self.instance}/")
                 self.begin_stop(layout.EXIT_INIT_FAILED)
@@ -168,6 +170,11 @@ class Supervisor:
             self.note(f"worker {slot.name} pid={proc.pid} exited with returncode {code}")
         if self.exit_code == layout.EXIT_NO_SPACE:  # stopping on a full disk: not this batch's fault
             queue.release_claims(self.job, slot.name)
+            return
+        if slot.killed == "stopped":  # killed by us at the stop deadline: not this batch's fault either
+            released = queue.release_worker(self.job, slot.name)
+            if released:
+                self.note(f"gave back the claims of {slot.name} untouched: {released}")
             return
         reason = f"worker {slot.name} pid={proc.pid} exited with returncode {code}"
         outcomes = queue.requeue_worker(self.job, slot.name, reason, self.settings.max_retries)
@@ -276,9 +283,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         self.note(f"starting {len(self.slots)} workers, {self.threads} threads each; script {self.script}")
-        # Claims left by an earlier life of this instance (same name) are ours to give back.
+        # Claims left by an earlier life of this instance (same name) are ours to give back. Untouched:
+        # the host counted a try when that life died on its own; what is left was stopped by a host
+        # (or lost with one), which is not the mini-batches' fault.
         try:
-            queue.requeue_instance(self.job, self.instance, "instance restarted", self.settings.max_retries)
+            queue.release_instance(self.job, self.instance)
         except OSError as exc:
             if not queue.is_no_space(exc):
                 raise

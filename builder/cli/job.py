@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import OutputOpt, QueryOpt, emit, guarded, new_app, store
+from ._common import OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, new_app, store
 
 app = new_app("Jobs: one per invoke, named by a GUID unless --job-name is given.")
 
@@ -65,9 +65,19 @@ def list_(
 @guarded
 def cancel(name: NameOpt, output: OutputOpt = "json", query: QueryOpt = None) -> None:
     """Cancel a running job: instances stop claiming; the job ends Canceled."""
-    from ..jobs import service
+    from ..jobs import lifecycle
 
-    emit(service.cancel(store(), name), output, query, "job")
+    emit(lifecycle.cancel(store(), name), output, query, "job")
+
+
+@app.command("delete")
+@guarded
+def delete(name: NameOpt, yes: YesOpt = False) -> None:
+    """Delete a job no host is running: its record and its job folder (an --output-path folder stays)."""
+    from ..jobs import lifecycle
+
+    confirm(yes, f"Delete job {name} and its job folder?")
+    lifecycle.delete(store(), name)
 
 
 @app.command("resume")
@@ -80,13 +90,13 @@ def resume(
     query: QueryOpt = None,
 ) -> None:
     """Finish a job whose host process or instances died; finished mini-batches are not redone."""
-    from ..jobs import service
+    from ..jobs import lifecycle, service
     from ._progress import JobProgress
 
     s = store()
-    service.resume(s, name)
+    lifecycle.resume(s, name)  # holds the job's host lock, for the run below
     if no_wait:
-        service.run_detached(name)
+        service.run_detached(name, s)
         emit(s.get_job(name), output, query, "job")
         return
     with JobProgress(name, quiet) as view:

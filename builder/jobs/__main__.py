@@ -1,18 +1,33 @@
-"""`python -m bepbuild.jobs run NAME`: the background process of `invoke --no-wait` and `job resume --no-wait`."""
+"""`python -m bepbuild.jobs run NAME [--lock-fd N]`: the background process of `invoke --no-wait` and
+`job resume --no-wait`; N is the job's host lock, taken by the parent and handed down."""
 
 from __future__ import annotations
 
 import sys
 
+from ..errors import BepbuildError
 from ..store import Store
-from . import service
+from . import runner, service
+
+USAGE = "usage: python -m bepbuild.jobs run JOB_NAME [--lock-fd N]\n"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "run":
-        sys.stderr.write("usage: python -m bepbuild.jobs run JOB_NAME\n")
+    if len(argv) not in (2, 4) or argv[0] != "run" or (len(argv) == 4 and argv[2] != "--lock-fd"):
+        sys.stderr.write(USAGE)
         return 2
-    job = service.run_attached(Store.open(), argv[1])
+    lock_fd = argv[3] if len(argv) == 4 else None
+    if lock_fd is not None and not lock_fd.isdigit():
+        sys.stderr.write(USAGE)
+        return 2
+    store = Store.open()
+    try:
+        if lock_fd is not None:
+            runner.adopt(service.job_dir_of(store, argv[1]), int(lock_fd))
+        job = service.run_attached(store, argv[1])
+    except BepbuildError as e:
+        sys.stderr.write(f"error: {e.line()}\n")
+        return e.exit_code
     return 0 if job["status"] == "Completed" else 1
 
 

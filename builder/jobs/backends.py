@@ -55,6 +55,10 @@ class Backend(Protocol):
 
     def stop(self, instance: str | None = None) -> None: ...
 
+    def kill(self, instance: str) -> None:
+        """SIGKILL `instance` now (it went silent: a stopped or hung process ignores anything softer)."""
+        ...
+
     def cleanup(self) -> None: ...
 
     def pause(self, seconds: float) -> None:
@@ -120,6 +124,16 @@ class ProcessBackend:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+    def kill(self, instance: str) -> None:
+        import signal
+
+        proc = self.procs.get(instance)
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def cleanup(self) -> None:
         for proc in self.procs.values():
@@ -259,6 +273,14 @@ class DockerBackend:
                     c.stop(timeout=15)
                 except Exception:
                     pass
+
+    def kill(self, instance: str) -> None:
+        c = self.containers.get(instance)
+        if c is not None:
+            try:
+                c.kill()
+            except Exception:  # already gone or exiting: its waiter reports the exit
+                pass
 
     def cleanup(self) -> None:
         for c in self.containers.values():

@@ -17,6 +17,15 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def note(job_dir: Path, message: str) -> None:
+    """A timestamped line in the host's log (`logs/host.txt`): what the host decided, and why."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path = job_dir / layout.LOG_HOST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(f"{stamp} host {os.getpid()}: {message}\n")
+
+
 def overview(job_dir: Path, job: dict[str, Any], counts: Any, instances: list[str]) -> None:
     """`logs/job_progress_overview.<yyyymmddhh>.txt`: what a person checks first."""
     stamp = time.strftime("%Y%m%d%H", time.gmtime())

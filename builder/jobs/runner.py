@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from bepbuild_runtime import layout, queue
+from bepbuild_runtime import settings as runtime_settings
 
-from ..errors import ConflictError, EngineError, JobError
+from ..errors import ConflictError, EngineError, JobError, UserError
 from ..store import Store
 from . import reports
-from .backends import Backend, InstancePlan, instance_name, make
+from .backends import Backend, InstancePlan, instance_name, make, remove_job_containers, stop_job_processes
 
 POLL_SECONDS = 0.1
 FINAL = ("Completed", "Failed", "Canceled")
@@ -37,9 +38,9 @@ FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
                layout.EXIT_INIT_FAILED: "init() failed on every try"}
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+PROGRESS_TIMEOUT_ENV = "BEPBUILD_PROGRESS_UPDATE_TIMEOUT"  # seconds; overrides the job's setting
 
 Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
-HOST_LOCK = f"{layout.CONTROL_DIR}/host.lock"  # held by the one host process driving the job
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
@@ -68,31 +69,121 @@ def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
     )
 
 
-@contextmanager
-def host_lock(job_dir: Path) -> Iterator[None]:
-    """Hold the job's host lock: two host processes on one job (e.g. `job resume` of a job whose
-    host is alive) would restart each other's instances and race to merge. The kernel drops the
-    lock when its holder dies, however it dies, so a killed host never blocks a resume."""
-    fd = os.open(job_dir / HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+class HostLock:
+    """The job's host lock (an flock on control/host.lock), held by the one process driving a job.
+
+    Two hosts on one job (e.g. `job resume` of a job whose host is alive) would stop each other's
+    instances and race to merge. The lock is taken by the check that refuses a second host and
+    held through the run, so nothing happens between the check and the host that runs the job; a
+    detached run inherits the locked file (an flock belongs to the open file description). The
+    kernel drops the lock when its last holder dies, however it dies, so a killed host never
+    blocks a resume.
+    """
+
+    def __init__(self, job_dir: Path, fd: int) -> None:
+        self.job_dir, self.fd = job_dir, fd
+
+    @classmethod
+    def acquire(cls, job_dir: Path) -> HostLock:
+        """Take the lock, or raise ConflictError naming the host that holds it."""
+        fd = os.open(job_dir / layout.HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise ConflictError(f"job {job_dir.name} is still being run by host process {holder}; "
                                 "wait for it to end, or cancel it") from None
-        try:  # who holds it, for the message above; a full disk must not stop the job here
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        lock = cls(job_dir, fd)
+        lock.record_pid()
+        return lock
+
+    @classmethod
+    def adopt(cls, job_dir: Path, fd: int) -> HostLock:
+        """The lock a parent process took and handed down as `fd` (a detached run)."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(job_dir / layout.HOST_LOCK))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ours already: succeeds at once
+        except OSError:
+            same = False
+        if not same:
+            raise ConflictError(f"job {job_dir.name}: file descriptor {fd} is not its host lock")
+        os.set_inheritable(fd, False)  # never into the instances: they outlive a killed host
+        lock = cls(job_dir, fd)
+        lock.record_pid()
+        return lock
+
+    def record_pid(self) -> None:
+        """Write our pid into the lock file, for the refusal message of another host."""
+        try:  # a full disk must not stop the job here
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
         except OSError:
             pass
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# Locks this process holds, by job folder: taken by a check (resume, invoke), used by the run.
+_HELD: dict[Path, HostLock] = {}
+
+
+def _key(job_dir: Path) -> Path:
+    return Path(os.path.realpath(job_dir))
+
+
+def hold(job_dir: Path) -> HostLock:
+    """Take the host lock of `job_dir` for this process until `release` (or return it if held)."""
+    key = _key(job_dir)
+    lock = _HELD.get(key)
+    if lock is None:
+        lock = _HELD[key] = HostLock.acquire(job_dir)
+    return lock
+
+
+def adopt(job_dir: Path, fd: int) -> HostLock:
+    """Hold the lock handed down by a parent process as `fd` (see HostLock.adopt)."""
+    lock = _HELD[_key(job_dir)] = HostLock.adopt(job_dir, fd)
+    return lock
+
+
+def held(job_dir: Path) -> HostLock | None:
+    """The host lock of `job_dir` if this process holds it."""
+    return _HELD.get(_key(job_dir))
+
+
+def release(job_dir: Path) -> None:
+    """Drop this process's host lock of `job_dir` (no-op when it holds none)."""
+    lock = _HELD.pop(_key(job_dir), None)
+    if lock is not None:
+        lock.release()
+
+
+@contextmanager
+def host_lock(job_dir: Path) -> Iterator[None]:
+    """Hold the job's host lock for a `with` block (kept if this process already held it)."""
+    if held(job_dir) is not None:
+        yield
+        return
+    hold(job_dir)
+    try:
         yield
     finally:
-        os.close(fd)
+        release(job_dir)
 
 
 def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[str, Any]:
-    """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json."""
+    """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json.
+
+    Runs under the job's host lock: the one this process took when it checked the job (invoke,
+    resume), or one taken now; released when the run ends.
+    """
     with host_lock(job_dir):
         try:
             return _run(store, job_dir, watch)
@@ -101,7 +192,17 @@ def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[st
                 raise _stopped_for_space(store, job_dir, e) from None
             if _engine_failed(e):
                 raise _stopped_for_engine(store, job_dir, e) from None
+            if isinstance(e, JobError):  # the job cannot go on (its image is gone, ...): record why
+                _record_failure(store, job_dir, e)
             raise
+        finally:
+            release(job_dir)
+
+
+def _record_failure(store: Store, job_dir: Path, e: JobError) -> None:
+    job = read_job(job_dir)
+    if job.get("status") not in FINAL:
+        set_state(store, job_dir, job, status="Failed", error=e.message, ended_at=_now())
 
 
 def _engine_failed(e: BaseException) -> bool:
@@ -169,9 +270,12 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     max_retries = int(settings["max_retries"])
     threshold = int(settings["error_threshold"])
     n = int(settings["instance_count"])
-    # Whatever is still claimed belongs to instances of an earlier life: give it back.
-    for worker in sorted(os.listdir(job_dir / layout.RUNNING_DIR)):
-        queue.requeue_worker(job_dir, worker, "job resumed: the instance that held it is gone", max_retries)
+    silent_after = progress_timeout(job)
+    # An earlier life of this job (its host died) may have left instances running: stop them, then
+    # give back what they held untouched. Neither the host's death nor this stop is the mini-batches'
+    # fault; an instance that died on its own had its claims charged by the host that saw it die.
+    stop_leftovers(job, job_dir)
+    queue.release_instance(job_dir)
     backend: Backend = make(job["backend"])
     plan = plan_for(job, job_dir)
     if job.get("status") != "Running":
@@ -181,10 +285,15 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     error: str | None = None
     outcome: str | None = None
     restarts, max_restarts = 0, n * (max_retries + 1)
+    stopping = False  # the host stopped the instances itself (cancel): their claims go back untouched
+    signs: dict[str, float] = {}  # instance -> wall-clock time of its last sign of life
+    silenced: dict[str, str] = {}  # instances killed for going silent -> why
+    next_watch = 0.0
     try:
         if not queue.is_drained(job_dir):
             for i in range(n):
                 backend.start(plan, instance_name(i))
+                signs[instance_name(i)] = time.time()
         last_overview = 0.0
         while True:
             counts = reader.read()
@@ -197,6 +306,7 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                 last_overview = now
             if outcome is None and (job_dir / layout.CANCEL_FLAG).exists():
                 outcome, error = "Canceled", "canceled by the user"
+                stopping = True
                 backend.stop()
             if outcome is None and threshold >= 0 and counts.items_failed > threshold:
                 outcome = "Failed"
@@ -205,9 +315,16 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
             for inst, code in backend.exited().items():
                 if code == layout.EXIT_NO_SPACE:  # the instance gave its claims back; stop the job
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(job_dir))
-                for worker in os.listdir(job_dir / layout.RUNNING_DIR):
-                    if layout.instance_of(worker) == inst:
-                        queue.requeue_worker(job_dir, worker, f"{inst} exited with code {code}", max_retries)
+                silent = silenced.pop(inst, None)
+                reason = silent or f"{inst} exited with code {code}"
+                if not silent and (stopping or code == layout.EXIT_STOPPED):
+                    # Stopped by us, or by a signal from outside (an engine shutting down): what it
+                    # still held was not the mini-batches' fault.
+                    queue.release_instance(job_dir, inst)
+                else:  # it died on its own, or went silent: what it held counts as a try
+                    for worker in os.listdir(job_dir / layout.RUNNING_DIR):
+                        if layout.instance_of(worker) == inst:
+                            queue.requeue_worker(job_dir, worker, reason, max_retries)
                 if outcome is not None or queue.is_drained(job_dir):
                     continue
                 if code in FATAL_EXITS:
@@ -216,14 +333,22 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                         outcome = "Failed"
                     continue
                 if restarts >= max_restarts:
-                    error = f"instances exited {restarts} times without finishing the queue (last code {code})"
+                    error = f"instances exited {restarts} times without finishing the queue (last: {reason})"
                     if not backend.running():
                         outcome = "Failed"
                     continue
                 restarts += 1
                 backend.start(plan, inst)
+                signs[inst] = time.time()
             if not backend.running():
                 break
+            if now >= next_watch:  # the progress watchdog: once a second is plenty
+                next_watch = now + 1.0
+                for inst in _silent(job_dir, backend.running(), signs, silent_after):
+                    if inst not in silenced:
+                        silenced[inst] = f"No progress update in {silent_after:g} seconds from {inst}; killed it"
+                        reports.note(job_dir, silenced[inst])
+                    backend.kill(inst)
             for worker in queue.stale_workers(job_dir):
                 if layout.instance_of(worker) not in backend.running():
                     queue.requeue_worker(job_dir, worker, "heartbeat expired", max_retries)
@@ -235,6 +360,44 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     backend.cleanup()
     counts = reader.read()
     return finalize(store, job_dir, job, counts, outcome, error)
+
+
+def _silent(job_dir: Path, running: list[str], signs: dict[str, float], limit: float) -> list[str]:
+    """Running instances that showed no sign of life (a heartbeat of one of their workers, which their
+    supervisor touches every few seconds) for more than `limit` seconds since they were started."""
+    for worker, when in queue.heartbeats(job_dir).items():
+        inst = layout.instance_of(worker)
+        if inst in signs and when > signs[inst]:
+            signs[inst] = when
+    now = time.time()
+    return [inst for inst in running if now - signs.get(inst, now) > limit]
+
+
+def progress_timeout(job: dict[str, Any]) -> float:
+    """Azure's progress_update_timeout for `job`: `BEPBUILD_PROGRESS_UPDATE_TIMEOUT` if set, else
+    the job's `progress_update_timeout` setting, else the runtime's default."""
+    raw = os.environ.get(PROGRESS_TIMEOUT_ENV)
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 0.0
+        if not value > 0:
+            raise UserError(f"{PROGRESS_TIMEOUT_ENV}={raw!r}: must be a positive number of seconds")
+        return value
+    try:
+        return runtime_settings.from_job(job).progress_timeout
+    except ValueError as e:
+        raise JobError(f"job {job.get('name')}: {layout.JOB_FILE}: {e}") from None
+
+
+def stop_leftovers(job: dict[str, Any], job_dir: Path) -> None:
+    """Stop the instances an earlier life of the job left behind: they outlive a killed host (own
+    sessions, detached containers), and two lives of one instance would share its worker folders."""
+    if job.get("backend") == "docker":
+        remove_job_containers(job["name"])
+    else:
+        stop_job_processes(job_dir)
 
 
 def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.QueueCounts, outcome: str | None,

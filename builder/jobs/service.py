@@ -1,4 +1,7 @@
-"""Job verbs: invoke (create + run), resume, cancel, show, download."""
+"""Job verbs: invoke (create + run), show, download; running a job attached or detached.
+
+resume, cancel and delete live in lifecycle.py.
+"""
 
 from __future__ import annotations
 
@@ -163,37 +166,68 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         "code_dir": str(context / "code"), "model_dir": str(context / "model"), "resources": resources,
         "experiment_name": req.endpoint, "created_at": runner._now(),
     }
-    store.add_job(name, job)
+    _create_job_folder(store, job_dir, job)
     try:
-        job_dir.mkdir(parents=True)
-        queue.ensure_dirs(job_dir)
         runner.write_job(job_dir, job)
         runner.set_state(store, job_dir, job, status="Preparing")
         if spec.url:
             inputs.download(spec, job_dir / layout.INPUTS_DIR)
             job["input_root"] = str(spec.root)
-        count = queue.write_queue(job_dir, inputs.items(spec), settings["mini_batch_size"])
-        if count == 0:
-            raise UserError(f"--input {req.input}: no files to score")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--output-path {out_dir}: cannot create the folder: {e.strerror}") from None
-        job["container_user"] = _share_with_containers(job_dir, out_dir, req.output_path is None)
-        notes = []
-        if spec.skipped:
-            notes.append(f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder")
-        runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
-                         container_user=job["container_user"])
+        _write_queue(store, job_dir, job, spec, req.input, own_output=req.output_path is None)
     except BaseException as e:
         msg = e.line() if hasattr(e, "line") else str(e)
         store.update_job(name, status="Failed", error=msg)
+        runner.release(job_dir)
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
         if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
     return job
+
+
+def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None:
+    """Make the job folder and take its host lock, then register the job: a job in the registry
+    always has its folder, held by the live process preparing or running it, or by none (it died).
+    The lock stays with this process for the run (run_attached / run_detached)."""
+    try:
+        job_dir.mkdir(parents=True)
+    except FileExistsError:
+        raise ConflictError(f"job folder exists: {job_dir}") from None
+    except OSError as e:
+        if e.errno in runner.NO_SPACE:
+            raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
+        raise
+    try:
+        queue.ensure_dirs(job_dir)
+        runner.hold(job_dir)
+        store.add_job(job["name"], job)
+    except BaseException as e:
+        runner.release(job_dir)
+        shutil.rmtree(job_dir, ignore_errors=True)  # made just now, by us
+        if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
+            raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
+        raise
+
+
+def _write_queue(store: Store, job_dir: Path, job: dict[str, Any], spec: inputs.InputSpec, given: str, *,
+                 own_output: bool) -> None:
+    """The rest of a job's preparation once its input is local: the queue, the output folder, the
+    owner of both; the job then waits for its run. `given` is the --input as the user wrote it."""
+    count = queue.write_queue(job_dir, inputs.items(spec), job["settings"]["mini_batch_size"])
+    if count == 0:
+        raise UserError(f"--input {given}: no files to score")
+    out_dir = Path(job["output_dir"])
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output-path {out_dir}: cannot create the folder: {e.strerror}") from None
+    job["container_user"] = _share_with_containers(job_dir, out_dir, own_output)
+    notes = []
+    if spec.skipped:
+        notes.append(f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder")
+    runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
+                     container_user=job["container_user"])
 
 
 def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -240,67 +274,27 @@ def run_attached(store: Store, name: str, watch: runner.Watcher | None = None) -
     return runner.run(store, job_dir_of(store, name), watch=watch)
 
 
-def run_detached(name: str) -> int:
-    """Run the job in a background process that outlives this one; returns its pid."""
-    log = config.jobs_dir() / name / layout.LOGS_DIR / "host.txt"
-    with open(log, "ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "bepbuild.jobs", "run", name], stdout=f, stderr=f,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+def run_detached(name: str, store: Store | None = None) -> int:
+    """Run the job in a background process that outlives this one; returns its pid.
+
+    When this process holds the job's host lock (invoke and resume take it), the locked file is
+    handed to the background process, so no other host can start in between.
+    """
+    own = Store.open() if store is None else store
+    try:
+        job_dir = job_dir_of(own, name)
+    finally:
+        if store is None:
+            own.close()
+    cmd = [sys.executable, "-m", "bepbuild.jobs", "run", name]
+    lock = runner.held(job_dir)
+    if lock is not None:
+        cmd += ["--lock-fd", str(lock.fd)]
+    with open(job_dir / layout.LOG_HOST, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=os.environ.copy(), pass_fds=(lock.fd,) if lock is not None else ())
+    runner.release(job_dir)  # the background process holds it now
     return proc.pid
-
-
-def resume(store: Store, name: str) -> Path:
-    """Prepare a job that did not finish for another run (its finished mini-batches stay done)."""
-    job = store.get_job(name)
-    if job.get("status") == "Completed":
-        raise ConflictError(f"job {name} is already Completed")
-    job_dir = Path(job["job_dir"])
-    if not (job_dir / layout.JOB_FILE).exists() or queue.total_count(job_dir) is None:
-        raise ConflictError(f"job {name} never got its queue written; invoke again")
-    with runner.host_lock(job_dir):  # refuse while a live host drives the job: it would lose its instances
-        pass
-    _stop_leftovers(job, job_dir)
-    for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
-        (job_dir / flag).unlink(missing_ok=True)
-    doc = runner.read_job(job_dir)
-    doc.update(status="Queued", error=None)
-    try:
-        runner.write_job(job_dir, doc)
-    except OSError as e:
-        if e.errno not in runner.NO_SPACE:
-            raise
-        raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
-    store.update_job(name, status="Queued", error=None)
-    return job_dir
-
-
-def cancel(store: Store, name: str) -> dict[str, Any]:
-    """Ask a running job to stop: instances stop claiming and the job ends Canceled."""
-    job = store.get_job(name)
-    if job.get("status") in runner.FINAL:
-        raise ConflictError(f"job {name} already ended: {job['status']}")
-    job_dir = Path(job["job_dir"])
-    (job_dir / layout.CANCEL_FLAG).touch()
-    store.update_job(name, cancel_requested=True)
-    try:
-        with runner.host_lock(job_dir):
-            # No host drives the job (it died, or was never started): stop what it left, end it here.
-            _stop_leftovers(job, job_dir)
-            doc = runner.read_job(job_dir) if (job_dir / layout.JOB_FILE).exists() else dict(job)
-            runner.set_state(store, job_dir, doc, status="Canceled", error="canceled by the user",
-                             ended_at=runner._now())
-    except ConflictError:
-        pass  # the live host sees the flag and ends the job Canceled itself
-    return store.get_job(name)
-
-
-def _stop_leftovers(job: dict[str, Any], job_dir: Path) -> None:
-    from .backends import remove_job_containers, stop_job_processes
-
-    if job.get("backend") == "docker":
-        remove_job_containers(job["name"])
-    else:
-        stop_job_processes(job_dir)
 
 
 def download(store: Store, name: str, output_name: str, dest: Path) -> Path:

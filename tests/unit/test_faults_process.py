@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import time
+from collections import Counter
 from pathlib import Path
 
-from test_jobs_process import Cli, lines, make_inputs, register
+import pytest
+from test_jobs_process import BEPBUILD, ENDPOINT, Cli, lines, make_inputs, processed_rows, register, wait_final
 
+from bepbuild import config
+from bepbuild.errors import UserError
 from bepbuild.jobs import runner
 from bepbuild.store import Store
 from bepbuild_runtime import layout, queue
@@ -78,3 +85,134 @@ def test_resume_never_adopts_an_output_it_did_not_write(tmp_path: Path) -> None:
     failed = json.loads(res.stdout)
     assert failed["status"] == "Failed" and "output file exists" in failed["error"]
     assert Path(job["output_file"]).read_text() == "someone else's file\n"
+
+
+# -- a host's death is not the mini-batches' fault ----------------------------------------------------
+
+NAPPING = ("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
+           "    return [os.path.basename(p) for p in mini_batch]\n")
+
+
+def _kill_host_after(name: str, inputs: Path, done: int, *extra: str) -> Path:
+    """Invoke in a subprocess and kill -9 it once `done` mini-batches are done; its instances live on."""
+    job_dir = config.jobs_dir() / name
+    host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", ENDPOINT, "--input", str(inputs),
+                             "--backend", "process", "--job-name", name, "-q", "-o", "none", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while not (job_dir.is_dir() and len(list((job_dir / layout.DONE_DIR).glob("*.json"))) >= done):
+            assert time.monotonic() < deadline and host.poll() is None, "no mini-batch finished"
+            time.sleep(0.02)
+    finally:
+        host.kill()
+        host.wait()
+    return job_dir
+
+
+def test_resume_after_a_host_crash_charges_no_try_to_batches_in_flight(tmp_path: Path) -> None:
+    """One try each (max_retries 1): a claim the resume takes from the dead host's instances must go
+    back untouched, or it lands in failed/ and its rows are lost although run() never failed."""
+    register(NAPPING, mini_batch_size=2, max_concurrency_per_instance=4,
+             retry_settings={"max_retries": 1, "timeout": 30})
+    names = make_inputs(tmp_path / "in", 200)
+    job_dir = _kill_host_after("crashed-host", tmp_path / "in", 8)
+    in_flight = [n for w in os.listdir(job_dir / layout.RUNNING_DIR)
+                 for n in os.listdir(job_dir / layout.RUNNING_DIR / w) if n.endswith(".json")]
+    assert in_flight, "the instance holds claims when the host dies"
+    job = Cli().json("job", "resume", "--name", "crashed-host", "-q")
+    assert job["status"] == "Completed", job
+    assert job["counts"] == {"mini_batches": 100, "done": 100, "failed": 0, "items_succeeded": 200,
+                             "items_failed": 0}
+    assert sorted(lines(job["output_file"])) == names
+    assert not list((job_dir / layout.FAILED_DIR).iterdir())
+    rows = processed_rows(job)
+    assert {r["Status"] for r in rows} == {layout.STATUS_DONE}, [r for r in rows if r["Status"] != "RUN_DONE"]
+    assert Counter(r["Mini-batch Id"] for r in rows).most_common(1)[0][1] == 1
+
+
+# -- init() failures, as Azure counts them --------------------------------------------------------------
+
+INIT_FAILS_ONCE = """
+import os
+
+def init():
+    marker = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], "init-failed-once")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("model store not mounted yet")
+
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_a_transient_init_failure_restarts_the_worker_and_the_job_completes(tmp_path: Path) -> None:
+    """One init() failure must not end the job: Azure restarts the worker process, and stops
+    trying on a node only after 3 x processes-per-node failures (max_retries counts mini-batch tries)."""
+    register(INIT_FAILS_ONCE, mini_batch_size=2, max_concurrency_per_instance=2,
+             retry_settings={"max_retries": 1, "timeout": 30})
+    names = make_inputs(tmp_path / "in", 10)
+    job = Cli().invoke("--input", str(tmp_path / "in"))
+    assert job["status"] == "Completed", job
+    assert sorted(lines(job["output_file"])) == names
+    errors = "".join(p.read_text() for p in (Path(job["job_dir"]) / layout.LOG_USER_ERROR).rglob("*.txt"))
+    assert errors.count("RuntimeError: model store not mounted yet") == 1
+
+
+def test_a_permanent_init_failure_fails_the_job_after_3_tries_per_worker(tmp_path: Path) -> None:
+    register("def init():\n    raise RuntimeError('no model here')\n\ndef run(mini_batch):\n    return mini_batch\n",
+             max_concurrency_per_instance=2, retry_settings={"max_retries": 1, "timeout": 30})
+    make_inputs(tmp_path / "in", 4)
+    started = time.monotonic()
+    job = Cli().invoke("--input", str(tmp_path / "in"), code=1)
+    assert time.monotonic() - started < 60
+    assert job["status"] == "Failed" and "init() failed" in job["error"], job
+    assert job["counts"]["done"] == 0 and job["counts"]["failed"] == 0  # no mini-batch spent a try
+    errors = "".join(p.read_text() for p in (Path(job["job_dir"]) / layout.LOG_USER_ERROR).rglob("*.txt"))
+    # 3 x 2 workers, then the node gives up; the other worker may be in a 7th init() by then
+    assert errors.count("RuntimeError: no model here") in (6, 7)
+
+
+# -- the progress watchdog -----------------------------------------------------------------------------
+
+
+def test_progress_timeout_is_azures_default_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    job = {"name": "j", "settings": {"timeout": 30}}
+    assert runner.progress_timeout(job) == 3 * (30 + 30)  # 3 x (run timeout + task overhead)
+    assert runner.progress_timeout({"name": "j", "settings": {"timeout": 30, "progress_update_timeout": 7}}) == 7
+    monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "2.5")
+    assert runner.progress_timeout(job) == 2.5
+    monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "soon")
+    with pytest.raises(UserError, match=runner.PROGRESS_TIMEOUT_ENV):
+        runner.progress_timeout(job)
+
+
+def test_a_stopped_supervisor_is_killed_after_the_progress_timeout_and_the_job_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kill -STOP of an instance's supervisor: no heartbeat from it any more. Without a watchdog the
+    host waits for it forever (the job stays Running); with one it is killed as a dead instance."""
+    monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "3")
+    register(NAPPING, mini_batch_size=1, max_concurrency_per_instance=2)
+    names = make_inputs(tmp_path / "in", 30)
+    job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "frozen")["job_dir"])
+    pid_file = job_dir / layout.CONTROL_DIR / "instance-0.process.pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and list((job_dir / layout.DONE_DIR).glob("*.json"))):
+        assert time.monotonic() < deadline, "no mini-batch finished"
+        time.sleep(0.02)
+    supervisor = int(pid_file.read_text())
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        job = wait_final("frozen", timeout=60)
+    finally:
+        try:
+            os.kill(supervisor, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert job["status"] == "Completed", job
+    assert sorted(lines(job["output_file"])) == names
+    done_rows = Counter(r["Mini-batch Id"] for r in processed_rows(job) if r["Status"] == layout.STATUS_DONE)
+    assert len(done_rows) == 30 and max(done_rows.values()) == 1
+    assert "No progress update in 3 seconds from instance-0" in (job_dir / layout.LOG_HOST).read_text()

@@ -263,12 +263,14 @@ def test_summary_only_counts_and_writes_no_results(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["raise", "exit"])
-def test_init_failing_max_retries_times_stops_the_instance(tmp_path: Path, how: str) -> None:
-    paths = make_job(tmp_path, ["a.txt", "b.txt"], max_retries=2, environment_variables={"FAIL_INIT": how})
+def test_init_failing_3_times_per_worker_stops_the_instance(tmp_path: Path, how: str) -> None:
+    # Azure: a worker whose init() fails is restarted; a node stops trying after 3 x its workers
+    # failures (max_retries is about mini-batches, not init()).
+    paths = make_job(tmp_path, ["a.txt", "b.txt"], max_retries=1, environment_variables={"FAIL_INIT": how})
     assert run(paths) == layout.EXIT_INIT_FAILED
     job = paths["job"]
-    assert marks(paths, "init.txt") == ["i0.0", "i0.0"]
-    assert "init() failed 2 times in a row" in (job / layout.LOG_SYS_NODE / "i0" / "_main.txt").read_text()
+    assert marks(paths, "init.txt") == ["i0.0"] * 3
+    assert "init() failed 3 times in a row" in (job / layout.LOG_SYS_NODE / "i0" / "_main.txt").read_text()
     if how == "raise":
         assert "RuntimeError: init is broken" in (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
     pending = json.loads((job / layout.PENDING_DIR / "000000000.json").read_text())
@@ -365,7 +367,9 @@ def test_waits_for_claims_of_a_dead_instance_until_the_host_requeues_them(tmp_pa
         proc.kill()
     assert proc.returncode == 0
     assert len(os.listdir(job / layout.DONE_DIR)) == 3
-    assert json.loads((job / layout.DONE_DIR / "000000001.json").read_text())["attempt"] == 1
+    # The earlier life's claim went back untouched: the host charges a try when an instance dies on
+    # its own; what a new life finds was stopped (or lost with its host), not the mini-batch's fault.
+    assert json.loads((job / layout.DONE_DIR / "000000001.json").read_text())["attempt"] == 0
 
 
 @pytest.mark.parametrize("breakage", ["no job.json", "no script"])

@@ -1,0 +1,205 @@
+"""Job verbs after invoke: resume, cancel, delete.
+
+Each one first takes the job's host lock (runner.hold), so it never acts on a job that a live host
+is preparing or running; resume keeps the lock for the run it prepares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from bepbuild_runtime import layout, queue
+
+from .. import config
+from ..errors import BepbuildError, ConflictError, JobError, UserError
+from ..store import Store
+from . import inputs, runner
+
+
+def resume(store: Store, name: str) -> Path:
+    """Make a job that did not finish ready for another run; its finished mini-batches stay done.
+
+    A job whose host died while it was being prepared has its preparation finished (the input is
+    listed again and the queue written), or is marked Failed in one line when that cannot be done.
+    The host lock taken here stays with this process for the run that follows (run_attached, or
+    run_detached, which hands it to the background process), so no other host can start between
+    this check and that run.
+    """
+    job = _not_completed(store, name)
+    job_dir = Path(job["job_dir"])
+    if not (job_dir / layout.CONTROL_DIR).is_dir():  # the invoking process died before the folder was made
+        raise _unpreparable(store, name, None, f"its job folder {job_dir} was never made")
+    runner.hold(job_dir)  # refuse while a live host prepares or drives the job
+    try:
+        job = _not_completed(store, name)  # again, under the lock: a host may have just finished it
+        if not (job_dir / layout.JOB_FILE).exists():
+            raise _unpreparable(store, name, job_dir, f"its {layout.JOB_FILE} was never written")
+        for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
+            (job_dir / flag).unlink(missing_ok=True)
+        doc = runner.read_job(job_dir)
+        if queue.total_count(job_dir) is None:
+            _prepare_again(store, job_dir, doc)
+        doc.update(status="Queued", error=None)
+        try:
+            runner.write_job(job_dir, doc)
+        except OSError as e:
+            if e.errno not in runner.NO_SPACE:
+                raise
+            raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
+        store.update_job(name, status="Queued", error=None)
+    except BaseException:
+        runner.release(job_dir)
+        raise
+    return job_dir
+
+
+def _not_completed(store: Store, name: str) -> dict[str, Any]:
+    job = store.get_job(name)
+    if job.get("status") == "Completed":
+        raise ConflictError(f"job {name} is already Completed")
+    return job
+
+
+def _unpreparable(store: Store, name: str, job_dir: Path | None, why: str) -> JobError:
+    """Record a job that cannot be prepared again as Failed; the error to raise."""
+    msg = (f"job {name} was interrupted while being prepared and cannot be resumed: {why}; "
+           f"remove it with `bepbuild job delete --name {name}`")
+    changes = {"status": "Failed", "error": msg, "ended_at": runner._now()}
+    if job_dir is not None and (job_dir / layout.JOB_FILE).exists():
+        try:
+            runner.set_state(store, job_dir, runner.read_job(job_dir), **changes)
+            return JobError(msg)
+        except (OSError, ValueError):
+            pass
+    store.update_job(name, **changes)
+    return JobError(msg)
+
+
+def _prepare_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> None:
+    """Finish the preparation a dead invoke left half done: list the input again, write the queue
+    (write_queue starts over from its staging folder), make the output folder."""
+    from .service import _write_queue  # the one definition of the preparation's last steps
+
+    name = doc["name"]
+    given = (doc.get("input") or {}).get("path") or doc.get("input_root") or "?"
+    try:
+        spec = _input_again(store, job_dir, doc)
+        runner.set_state(store, job_dir, doc, status="Preparing", input_root=str(spec.root))
+        _write_queue(store, job_dir, doc, spec, given,
+                     own_output=Path(doc["output_dir"]) == job_dir / layout.OUTPUTS_DIR)
+    except BepbuildError as e:
+        raise _unpreparable(store, name, job_dir, e.line()) from None
+    except OSError as e:
+        if e.errno in runner.NO_SPACE:
+            raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
+        raise _unpreparable(store, name, job_dir, f"{e.strerror}: {e.filename}") from None
+
+
+def _input_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> inputs.InputSpec:
+    """The job's input as invoke resolved it, ready to be listed again (UserError when it cannot be)."""
+    given = doc.get("input") or {}
+    kind, root = given.get("type"), Path(given.get("root") or "")
+    if given.get("url"):  # downloaded into the job folder: start the download over
+        target = owned_job_dir(store, doc) / layout.INPUTS_DIR
+        shutil.rmtree(target, ignore_errors=True)
+        spec = inputs.InputSpec(given["url"], kind, Path(), url=given["url"])
+        inputs.download(spec, target)
+        return spec
+    if kind == "uri_folder":
+        if not root.is_absolute() or not root.is_dir():
+            raise UserError(f"the input folder {root} is gone")
+        return inputs.InputSpec(given.get("path") or str(root), kind, root)
+    spec = inputs.resolve(store, given.get("path") or "", "uri_file")
+    if spec.root != root:
+        raise UserError(f"--input {given.get('path')} no longer names the file it named ({root})")
+    return spec
+
+
+def cancel(store: Store, name: str) -> dict[str, Any]:
+    """Ask a running job to stop: instances stop claiming and the job ends Canceled."""
+    job = store.get_job(name)
+    if job.get("status") in runner.FINAL:
+        raise ConflictError(f"job {name} already ended: {job['status']}")
+    job_dir = Path(job["job_dir"])
+    (job_dir / layout.CANCEL_FLAG).touch()
+    store.update_job(name, cancel_requested=True)
+    try:
+        with runner.host_lock(job_dir):
+            # No host drives the job (it died, or was never started): stop what it left, end it here.
+            runner.stop_leftovers(job, job_dir)
+            doc = runner.read_job(job_dir) if (job_dir / layout.JOB_FILE).exists() else dict(job)
+            runner.set_state(store, job_dir, doc, status="Canceled", error="canceled by the user",
+                             ended_at=runner._now())
+    except ConflictError:
+        pass  # the live host sees the flag and ends the job Canceled itself
+    return store.get_job(name)
+
+
+def delete(store: Store, name: str) -> dict[str, Any]:
+    """Remove a job that no host is running: its instances left behind, its folder, its record.
+
+    The folder is removed only after proving it is the one bepbuild made for this job (directly in
+    the jobs folder, a real folder, its job.json naming the job); an --output-path folder outside it
+    is never touched. Returns the deleted record.
+    """
+    job = store.get_job(name)
+    job_dir = owned_job_dir(store, job)
+    if (job_dir / layout.CONTROL_DIR).is_dir():
+        with runner.host_lock(job_dir):  # refused while a live host prepares or runs it
+            runner.stop_leftovers(job, job_dir)
+            _remove_tree(job_dir)
+    elif job_dir.exists():
+        _remove_tree(job_dir)
+    store.delete_job(name)
+    return job
+
+
+def owned_job_dir(store: Store, job: dict[str, Any]) -> Path:
+    """The folder of `job`, proven to be the one bepbuild made for it; UserError otherwise."""
+    name = job["name"]
+    recorded = Path(job.get("job_dir") or "")
+    jobs = Path(os.path.realpath(config.jobs_dir()))
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"job {name}: {why}; not removing {recorded} (bepbuild only removes job folders it "
+                         f"made in its jobs folder {jobs}: BEPBUILD_JOBS_DIR)")
+
+    if not recorded.is_absolute() or recorded.name in ("", ".", ".."):
+        raise refuse("its recorded folder is not an absolute path")
+    if recorded.is_symlink():
+        raise refuse("its folder is a symbolic link")
+    if Path(os.path.realpath(recorded)).parent != jobs or Path(os.path.realpath(recorded)).name != recorded.name:
+        raise refuse("its folder is not in the jobs folder")
+    if recorded.exists():
+        if not recorded.is_dir():
+            raise refuse("it is not a folder")
+        owner = _recorded_name(recorded)
+        if owner is None and recorded.name != name:
+            raise refuse(f"it holds no readable {layout.JOB_FILE}")
+        if owner is not None and owner != name:
+            raise refuse(f"its {layout.JOB_FILE} names job {owner!r}")
+        for other in store.list_jobs():
+            out = Path(other.get("output_dir") or "/")
+            if other["name"] != name and (out == recorded or recorded in out.parents):
+                raise refuse(f"job {other['name']} writes its outputs into it")
+    return recorded
+
+
+def _recorded_name(job_dir: Path) -> str | None:
+    try:
+        doc = json.loads((job_dir / layout.JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("name") if isinstance(doc, dict) else None
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a job folder; a failure is one line (the record stays, so delete can be run again)."""
+    errors: list[str] = []
+    shutil.rmtree(folder, onerror=lambda _f, path, exc: errors.append(f"{path}: {exc[1]}"))
+    if errors:
+        raise JobError(f"could not remove all of {folder} ({errors[0]}); fix that and run the delete again")

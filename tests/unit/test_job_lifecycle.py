@@ -1,0 +1,226 @@
+"""Resume, delete and the host lock on the process backend: one host per job from the check that
+admits it to the end of its run, jobs left half prepared by a dead host, and `job delete`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from test_faults_process import NAPPING, _kill_host_after
+from test_jobs_process import (
+    BEPBUILD,
+    ENDPOINT,
+    Cli,
+    lines,
+    make_inputs,
+    processed_rows,
+    register,
+    runtime_processes,
+    wait_final,
+)
+
+from bepbuild import config
+from bepbuild.store import Store
+from bepbuild_runtime import layout
+
+
+def _assert_once(job: dict, names: list[str]) -> None:
+    assert job["status"] == "Completed", job
+    assert sorted(lines(job["output_file"])) == sorted(names)
+    rows = processed_rows(job)
+    assert {r["Status"] for r in rows} == {layout.STATUS_DONE}, [r for r in rows if r["Status"] != "RUN_DONE"]
+    assert Counter(r["Mini-batch Id"] for r in rows).most_common(1)[0][1] == 1
+
+
+# -- one host per job, from the check to the run -------------------------------------------------------
+
+
+def test_a_resume_right_after_resume_no_wait_is_refused(tmp_path: Path) -> None:
+    """The background host of `resume --no-wait` inherits the lock the resume took: no second host
+    can slip in while it starts (before, the lock was free until the child took it)."""
+    register(NAPPING, mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 24)
+    _kill_host_after("twice", tmp_path / "in", 2)
+    cli = Cli()
+    cli.json("job", "resume", "--name", "twice", "--no-wait")
+    res = cli("job", "resume", "--name", "twice", "-q", code=2)
+    assert "still being run by host process" in res.stderr
+    _assert_once(wait_final("twice", timeout=60), names)
+
+
+def test_a_resume_right_after_invoke_no_wait_is_refused(tmp_path: Path) -> None:
+    register(NAPPING, mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 12)
+    cli = Cli()
+    cli.invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "fresh")
+    res = cli("job", "resume", "--name", "fresh", "-q", code=2)
+    assert "still being run by host process" in res.stderr
+    _assert_once(wait_final("fresh", timeout=60), names)
+
+
+def test_concurrent_resumes_run_the_job_once(tmp_path: Path) -> None:
+    register(NAPPING, mini_batch_size=1, max_concurrency_per_instance=2)
+    names = make_inputs(tmp_path / "in", 30)
+    job_dir = _kill_host_after("crowded", tmp_path / "in", 3)
+    procs = [subprocess.Popen([str(BEPBUILD), "job", "resume", "--name", "crowded", "-q", "-o", "none"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2, 2, 2, 2, 2], results
+    for code, err in results:
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith("error: job crowded"), err
+            assert "still being run by host process" in err or "already Completed" in err, err
+    job = Cli().json("job", "show", "--name", "crowded")
+    _assert_once(job, names)
+    assert not runtime_processes(job_dir)
+
+
+# -- a host killed while it prepared the job ------------------------------------------------------------
+
+DIE_WRITING_THE_QUEUE = """
+import os, sys
+from bepbuild_runtime import layout, queue
+
+def die(job_dir, items, size):  # the host is killed half way through writing a large queue
+    staging = os.path.join(job_dir, layout.QUEUE_STAGING_DIR)
+    os.makedirs(staging, exist_ok=True)
+    with open(os.path.join(staging, layout.mini_batch_id(0) + ".json"), "w") as f:
+        f.write('{"id": "000000000", "ite')
+    os._exit(137)
+
+queue.write_queue = die
+from bepbuild.cli import main
+sys.argv = ["bepbuild"] + sys.argv[1:]
+main()
+"""
+
+
+def _die_while_preparing(name: str, inputs: Path, *extra: str) -> Path:
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(DIE_WRITING_THE_QUEUE), "batch-endpoint", "invoke",
+                          "--name", ENDPOINT, "--input", str(inputs), "--backend", "process", "--job-name", name,
+                          "-q", *extra], capture_output=True, text=True)
+    assert res.returncode == 137, res
+    job_dir = config.jobs_dir() / name
+    assert (job_dir / layout.QUEUE_STAGING_DIR).is_dir()
+    return job_dir
+
+
+def test_resume_finishes_the_preparation_a_dead_host_left(tmp_path: Path) -> None:
+    register(mini_batch_size=3)
+    names = make_inputs(tmp_path / "in", 10)
+    job_dir = _die_while_preparing("half-made", tmp_path / "in")
+    cli = Cli()
+    assert cli.json("job", "show", "--name", "half-made")["status"] == "Preparing"
+    job = cli.json("job", "resume", "--name", "half-made", "-q")
+    assert job["status"] == "Completed", job
+    assert job["counts"]["mini_batches"] == 4 and job["counts"]["items_succeeded"] == 10
+    assert sorted(r.split()[0] for r in lines(job["output_file"])) == names
+    assert not (job_dir / layout.QUEUE_STAGING_DIR).exists()
+
+
+def test_a_job_that_cannot_be_prepared_again_fails_in_one_line_and_can_be_deleted(tmp_path: Path) -> None:
+    register(mini_batch_size=3)
+    make_inputs(tmp_path / "in", 4)
+    out = tmp_path / "kept-out"
+    job_dir = _die_while_preparing("stuck", tmp_path / "in", "--output-path", str(out))
+    for p in (tmp_path / "in").iterdir():
+        p.unlink()
+    (tmp_path / "in").rmdir()
+    cli = Cli()
+    res = cli("job", "resume", "--name", "stuck", "-q", code=1)
+    assert len(res.stderr.splitlines()) == 1 and "cannot be resumed" in res.stderr, res.stderr
+    assert "bepbuild job delete --name stuck" in res.stderr
+    assert cli.json("job", "show", "--name", "stuck")["status"] == "Failed"
+    out.mkdir(exist_ok=True)
+    (out / "mine.txt").write_text("the user's\n")
+    cli("job", "delete", "--name", "stuck", "--yes")
+    assert not job_dir.exists()
+    assert (out / "mine.txt").read_text() == "the user's\n"  # an --output-path folder is never touched
+    cli("job", "show", "--name", "stuck", code=2)
+    # the name is free again
+    make_inputs(tmp_path / "in", 2)
+    assert cli.invoke("--input", str(tmp_path / "in"), "--job-name", "stuck")["status"] == "Completed"
+
+
+# -- job delete ----------------------------------------------------------------------------------------
+
+
+def test_delete_refuses_a_job_whose_host_is_alive_and_stops_what_a_dead_host_left(tmp_path: Path) -> None:
+    register(NAPPING, mini_batch_size=1)
+    make_inputs(tmp_path / "in", 40)
+    cli = Cli()
+    cli.invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "alive")
+    res = cli("job", "delete", "--name", "alive", "--yes", code=2)
+    assert "still being run by host process" in res.stderr
+    cli("job", "cancel", "--name", "alive")
+    wait_final("alive")
+    # a dead host's job: its instances live on until the delete stops them
+    job_dir = _kill_host_after("orphan", tmp_path / "in", 1)
+    assert runtime_processes(job_dir)
+    cli("job", "delete", "--name", "orphan", "--yes")
+    assert not runtime_processes(job_dir) and not job_dir.exists()
+
+
+def test_delete_asks_unless_yes(tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    cli = Cli()
+    job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "ask-first")
+    res = cli("job", "delete", "--name", "ask-first", code=2)  # stdin is not a terminal
+    assert "--yes" in res.stderr
+    assert Path(job["job_dir"]).is_dir()
+
+
+def test_delete_never_removes_a_folder_outside_the_jobs_folder(tmp_path: Path) -> None:
+    """A record whose folder is not the one bepbuild made for the job (moved jobs folder, edited
+    registry): the delete refuses in one line and touches nothing."""
+    register()
+    make_inputs(tmp_path / "in", 2)
+    cli = Cli()
+    cli.invoke("--input", str(tmp_path / "in"), "--job-name", "moved")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work\n")
+    (precious / layout.CONTROL_DIR).mkdir()
+    (precious / layout.JOB_FILE).write_text(json.dumps({"name": "moved"}))
+    store = Store.open()
+    try:
+        store.update_job("moved", job_dir=str(precious))
+    finally:
+        store.close()
+    res = cli("job", "delete", "--name", "moved", "--yes", code=2)
+    assert "not in the jobs folder" in res.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work\n"
+    # a link in the jobs folder pointing at it is refused too
+    link = config.jobs_dir() / "linked"
+    link.symlink_to(precious)
+    store = Store.open()
+    try:
+        store.update_job("moved", job_dir=str(link))
+    finally:
+        store.close()
+    res = cli("job", "delete", "--name", "moved", "--yes", code=2)
+    assert "symbolic link" in res.stderr
+    assert (precious / "thesis.tex").exists() and link.is_symlink()
+    os.unlink(link)
+
+
+def test_delete_of_a_job_without_a_folder_forgets_it(tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    cli = Cli()
+    job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "gone")
+    import shutil
+
+    shutil.rmtree(job["job_dir"])
+    start = time.monotonic()
+    cli("job", "delete", "--name", "gone", "--yes")
+    assert time.monotonic() - start < 10
+    cli("job", "show", "--name", "gone", code=2)
