@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv engine test test-faults test-unit test-docker test-examples lint demo bench clean
+.PHONY: venv engine browser test test-faults test-unit test-docker test-examples lint demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,9 +19,14 @@ venv: $(STAMP)
 engine:
 	@bash scripts/engine.sh || { [ "$$CI" != true ] && echo "warning: no Docker engine: docker tests will fail or be skipped"; }
 
+# Debian's headless Chromium for the dashboard's browser tests (idempotent), driven by Playwright.
+# Outside CI a missing one is reported, and the browser tests then say so loudly; under CI=true it is an error.
+browser:
+	@bash scripts/browser.sh || { [ "$$CI" != true ] && echo "warning: no Chromium: browser tests will fail or be skipped"; }
+
 # Everything but the framework examples and the engine restart (which stops every container on the
 # machine, other people's too): `make test-faults` runs that one; CI runs both.
-test: venv engine
+test: venv engine browser
 	$(BIN)/python -m pytest -m "not examples and not engine_restart" $(PYTEST_ARGS)
 
 # The Docker engine restarted mid-job. Waits until no container has run for 60 s (5 s under CI=true)
