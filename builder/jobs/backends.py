@@ -231,12 +231,18 @@ class DockerBackend:
                 continue  # its waiter is still blocked: running
             code = self._exits[name]
             if code is None:  # the wait failed: ask the engine
+                import docker
+
                 try:
                     c.reload()
-                except Exception:
+                except docker.errors.NotFound:  # removed behind our back: it is gone
                     out[name] = -1
                     del self.containers[name]
                     continue
+                except Exception as e:
+                    # The engine does not answer: what became of the instance is unknown, and an engine
+                    # going away is not the mini-batches' fault. Stop the job (resumable), charge no try.
+                    raise EngineError(f"the engine stopped answering about {name}: {type(e).__name__}") from e
                 if c.status not in ("exited", "dead"):
                     continue
                 code = int(c.attrs["State"].get("ExitCode", -1))

@@ -39,6 +39,7 @@ FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 PROGRESS_TIMEOUT_ENV = "BEPBUILD_PROGRESS_UPDATE_TIMEOUT"  # seconds; overrides the job's setting
+WATCH_GAP_SECONDS = 2.0  # the host loop (a turn every 0.1 s) paused this long: so does its watchdog's clock
 
 Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
 
@@ -288,7 +289,7 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     stopping = False  # the host stopped the instances itself (cancel): their claims go back untouched
     signs: dict[str, float] = {}  # instance -> wall-clock time of its last sign of life
     silenced: dict[str, str] = {}  # instances killed for going silent -> why
-    next_watch = 0.0
+    next_watch, last_tick = 0.0, time.time()
     try:
         if not queue.is_drained(job_dir):
             for i in range(n):
@@ -342,6 +343,13 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                 signs[inst] = time.time()
             if not backend.running():
                 break
+            tick = time.time()  # wall-clock, as heartbeats are (and a machine's sleep shows in it)
+            if tick - last_tick > WATCH_GAP_SECONDS:
+                # This host was not running (machine asleep, process stopped): nobody could be seen
+                # for that long, which says nothing about the instances.
+                for inst in signs:
+                    signs[inst] += tick - last_tick
+            last_tick = tick
             if now >= next_watch:  # the progress watchdog: once a second is plenty
                 next_watch = now + 1.0
                 for inst in _silent(job_dir, backend.running(), signs, silent_after):

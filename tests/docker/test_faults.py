@@ -388,6 +388,34 @@ def test_exit_and_out_of_memory_are_retried_then_failed_as_azure_counts(
     assert not Path(strict["output_file"]).exists()
 
 
+# -- 3b. a supervisor that stops answering (kill -STOP) ---------------------------------------------------
+
+
+def test_a_stopped_supervisor_in_a_container_is_killed_after_the_progress_timeout(
+    deploy, jobs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No heartbeat from an instance for progress_update_timeout: the host kills its container
+    (SIGKILL reaches a stopped process; SIGTERM would wait for a SIGCONT), handles it as a dead
+    instance and starts it again; the job completes, every row once."""
+    from bepbuild.jobs import runner
+
+    monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "6")
+    dep = deploy(phases_script(init=0.0, run=0.3, big_rows=1), mini_batch_size=1, instance_count=2)
+    names = numbered(40)
+    queued = invoke(dep, make_inputs(tmp_path / "in", names), "--no-wait", jobs=jobs)
+    name, job_dir = queued["name"], Path(queued["job_dir"])
+    wait_for(lambda: len(done_ids(job_dir)) >= 2, "2 finished mini-batches", timeout=120, interval=0.05)
+    pid = running_pid(name, "instance-0")
+    os.kill(pid, signal.SIGSTOP)
+    job = wait_final(job_dir, timeout=180)
+    assert job["status"] == "Completed", job
+    assert_accounted(job, names, columns=("file", "row", "pad"))
+    done_rows = Counter(r["Mini-batch Id"] for r in processed(job) if r["Status"] == layout.STATUS_DONE)
+    assert len(done_rows) == 40 and max(done_rows.values()) == 1
+    assert "No progress update in 6 seconds from instance-0" in (job_dir / layout.LOG_HOST).read_text()
+    assert not job_containers(name, all_=True)
+
+
 # -- 4. the job folder on a full disk --------------------------------------------------------------------
 
 

@@ -216,3 +216,30 @@ def test_a_stopped_supervisor_is_killed_after_the_progress_timeout_and_the_job_e
     done_rows = Counter(r["Mini-batch Id"] for r in processed_rows(job) if r["Status"] == layout.STATUS_DONE)
     assert len(done_rows) == 30 and max(done_rows.values()) == 1
     assert "No progress update in 3 seconds from instance-0" in (job_dir / layout.LOG_HOST).read_text()
+
+
+def test_a_host_that_was_paused_itself_kills_no_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine slept (host and instances paused alike): on waking no instance has shown life
+    for longer than the timeout, but the host could not see anything either; nobody is killed."""
+    monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "3")
+    register(NAPPING, mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 30)
+    job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "asleep")["job_dir"])
+    pid_file = job_dir / layout.CONTROL_DIR / "instance-0.process.pid"
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and list((job_dir / layout.DONE_DIR).glob("*.json"))):
+        assert time.monotonic() < deadline, "no mini-batch finished"
+        time.sleep(0.02)
+    host = int((job_dir / layout.HOST_LOCK).read_text())
+    supervisor = int(pid_file.read_text())
+    for pid in (host, supervisor):
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(5)
+    os.kill(host, signal.SIGCONT)
+    time.sleep(0.5)  # the host wakes first and looks
+    os.kill(supervisor, signal.SIGCONT)
+    job = wait_final("asleep", timeout=60)
+    assert job["status"] == "Completed", job
+    assert sorted(lines(job["output_file"])) == names
+    assert {r["Status"] for r in processed_rows(job)} == {layout.STATUS_DONE}
+    assert "No progress update" not in (job_dir / layout.LOG_HOST).read_text()
