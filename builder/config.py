@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,48 @@ def assets_dir() -> Path:
 def jobs_dir() -> Path:
     """Where job folders are created (`BEPBUILD_JOBS_DIR` overrides)."""
     return Path(os.environ.get("BEPBUILD_JOBS_DIR") or home() / "jobs").expanduser()
+
+
+def owned_path(root: Path, *parts: str) -> Path:
+    """`root/part/...`, proven to lie strictly inside `root`, a folder bepbuild owns (links on the way resolved).
+
+    Every path built from names or versions goes through here before anything is created, replaced
+    or removed there: a part that is empty, `.`, `..`, absolute or holds a separator, or a link on
+    the way that leads out of `root`, is refused.
+    """
+    from .errors import UserError
+
+    base = root.resolve()
+    if not parts:
+        raise UserError(f"no path under {base} was given")
+    for part in parts:
+        if part in ("", ".", "..") or any(c in part for c in "/\\\0"):
+            raise UserError(f"{part!r} cannot be part of a path under {base}")
+    # The last part stays unresolved: a link there is replaced or removed itself, never followed.
+    parent = base.joinpath(*parts[:-1]).resolve()
+    if parent != base and base not in parent.parents:
+        raise UserError(f"{base.joinpath(*parts)} lies outside {base}")
+    return parent / parts[-1]
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Whether `path` (resolved) is `root` or lies under it."""
+    p, r = path.resolve(), root.resolve()
+    return p == r or r in p.parents
+
+
+def remove_owned(path: Path, root: Path) -> None:
+    """Remove a file or folder tree that must lie strictly inside `root`; links are removed, never followed."""
+    from .errors import UserError
+
+    parent = path.parent.resolve()
+    if not (parent == root.resolve() or root.resolve() in parent.parents) or path.name in ("", ".", ".."):
+        raise UserError(f"refusing to remove {path}: it lies outside {root}")
+    target = parent / path.name
+    if target.is_symlink() or not target.is_dir():
+        target.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(target)
 
 
 def settings() -> dict[str, Any]:

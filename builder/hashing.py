@@ -1,12 +1,30 @@
-"""Content hashes of files and folder trees (stable across machines: sorted, relative names)."""
+"""Content hashes of files and folder trees (stable across machines: sorted, relative names).
+
+Also what "the same file" means wherever files are copied and compared: the executable bit (read
+from the mode, not from `os.access`, which depends on who asks: root may execute any file with an
+execute bit), and the fixed mode and time that registered files and build contexts get.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 _CHUNK = 1 << 20
+
+FIXED_MTIME = 946684800  # 2000-01-01: stable, and later than zip's 1980 floor
+
+
+def is_executable(path: Path) -> bool:
+    """The owner's execute bit, as git reads it: the same answer for every user."""
+    return bool(path.stat().st_mode & stat.S_IXUSR)
+
+
+def read_only_mode(executable: bool) -> int:
+    """The mode of a registered file: nobody writes it, through any link to it."""
+    return 0o555 if executable else 0o444
 
 
 def file_sha256(path: Path) -> str:
@@ -52,6 +70,6 @@ def tree_sha256(root: Path) -> str:
     h = hashlib.sha256()
     for p in walk_files(root):
         rel = p.name if p == root else p.relative_to(root).as_posix()
-        mode = "x" if os.access(p, os.X_OK) else "-"
+        mode = "x" if is_executable(p) else "-"
         h.update(f"{rel}\0{mode}\0{file_sha256(p)}\n".encode())
     return h.hexdigest()

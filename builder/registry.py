@@ -7,8 +7,11 @@ referenced in place: they are usually large and read-only.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,36 +19,130 @@ import yaml
 
 from . import config
 from .errors import SpecError, UserError
-from .hashing import tree_sha256, walk_files
+from .hashing import FIXED_MTIME, is_executable, read_only_mode, tree_sha256, walk_files
 from .specs import AssetRef, EnvironmentSpec, Loaded
-from .specs.common import check_asset_name
+from .specs.common import check_asset_name, check_asset_version
 from .store import Store
 
+STAGING = ".staging"
+# The registry folder of each kind whose versions hold files.
+KIND_DIRS = {"model": "models", "environment": "environments"}
 
-def _copy_tree(src: Path, kind: str) -> Path:
-    """Copy a file or folder to a staging place under the assets dir; returns the copy."""
-    staging = config.assets_dir() / ".staging" / uuid.uuid4().hex
-    staging.mkdir(parents=True)
-    dest = staging / src.name
+
+def _staging_root() -> Path:
+    return config.assets_dir() / STAGING
+
+
+def _check_name_version(kind: str, name: str, version: str | None) -> None:
+    """Names and versions become folder names in the registry: checked whoever calls."""
+    try:
+        check_asset_name(name)
+    except ValueError as e:
+        raise UserError(f"{kind} name: {e}") from e
+    if version is not None:
+        try:
+            check_asset_version(version)
+        except ValueError as e:
+            raise UserError(f"{kind} version: {e}") from e
+
+
+def _check_source(src: Path, what: str) -> None:
+    """Refuse a source whose copy would land inside itself: one holding BEPBUILD_HOME, or the staging area."""
+    s, home, staging = src.resolve(), config.home().resolve(), _staging_root().resolve()
+    if s == home or s in home.parents:
+        raise UserError(f"{what} path {src} contains BEPBUILD_HOME ({home}), where its copy would go; "
+                        "give a folder that does not hold it, or set BEPBUILD_HOME elsewhere")
+    if s == staging or staging in s.parents:
+        raise UserError(f"{what} path {src} lies in the registry's staging area {staging}")
+
+
+def _digest(src: Path, what: str) -> str:
+    try:
+        return tree_sha256(src)
+    except ValueError as e:
+        raise UserError(f"{what} path {src}: {e}") from e
+
+
+def _why(e: OSError) -> str:
+    """The first reason of a failed copy (shutil.Error carries one entry per file)."""
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        errors = e.args[0]
+        first = str(errors[0][-1])[:200]
+        return first + (f" (and {len(errors) - 1} more files)" if len(errors) > 1 else "")
+    return str(e.strerror or e)[:200]
+
+
+def _stage(src: Path, what: str) -> Path:
+    """Copy a file or folder into a new staging folder of the registry; returns the copy.
+
+    The copy is frozen there, before it is registered: files read-only, times fixed. Build contexts
+    hard-link these files and never need to change them, and no link can be written through.
+    A failed copy leaves nothing behind.
+    """
+    _check_source(src, what)
     try:
         walk_files(src)  # refuses symlinks and special files before anything is copied
     except ValueError as e:
+        raise UserError(f"{what} path {src}: {e}") from e
+    root = _staging_root()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root))
+    dest = staging / src.name
+    try:
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest)
+        for p in walk_files(dest):
+            os.chmod(p, read_only_mode(is_executable(p)))
+            os.utime(p, (FIXED_MTIME, FIXED_MTIME))
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"{kind} path {src}: {e}") from e
-    if src.is_dir():
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    else:
-        shutil.copy2(src, dest)
+        if isinstance(e, OSError):
+            raise UserError(f"{what} path {src}: cannot copy it into the registry: {_why(e)}") from None
+        if isinstance(e, ValueError):  # the source changed under the copy (a link appeared)
+            raise UserError(f"{what} path {src}: {e}") from None
+        raise
     return dest
 
 
-def _finalize(staged: Path, kind: str, name: str, version: str) -> Path:
-    final_dir = config.assets_dir() / kind / name / version
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    staged.parent.rename(final_dir)
-    return final_dir / staged.name
+def _commit(store: Store, kind: str, name: str, version: str | None, doc: dict[str, Any], staged: Path, *,
+            same: Callable[[dict[str, Any]], bool], reuse_latest: bool) -> dict[str, Any]:
+    """Register `staged` (from `_stage`) as a version, or reuse an identical one, in one transaction.
+
+    The new folder is moved into place inside the transaction, before its row is written. A folder
+    already at that place has no row (a crash between the move and the write left it): it is moved
+    aside first and removed only once the new one is in place and recorded.
+    """
+    staging, assets = staged.parent, config.assets_dir()
+    done: dict[str, Path] = {}
+
+    def place(stored_name: str, new_version: str) -> str:
+        final = config.owned_path(assets, KIND_DIRS[kind], stored_name, new_version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(final):
+            done["aside"] = _staging_root() / f"stale-{uuid.uuid4().hex}"
+            os.rename(final, done["aside"])
+            done["old"] = final
+        os.rename(staging, final)
+        done["final"] = final
+        return str(final / staged.name)
+
+    try:
+        record, created = store.register_version(kind, name, version, doc, same=same, reuse_latest=reuse_latest,
+                                                 place=place)
+    except BaseException:
+        if "final" in done:  # moved, but the row was not written: take the copy back out
+            config.remove_owned(done["final"], assets)
+        if "aside" in done:
+            os.rename(done["aside"], done["old"])
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if "aside" in done:
+        config.remove_owned(done["aside"], _staging_root())
+    if not created:  # an identical version was registered meanwhile: the copy is not needed
+        config.remove_owned(staging, _staging_root())
+    return record
 
 
 def check_mlflow_model(path: Path) -> dict[str, Any]:
@@ -80,28 +177,27 @@ def register_model(
     """Copy a model file/folder into the registry as a new version of `name`.
 
     With `reuse_same_content`, an identical latest version is returned instead (deployments
-    re-registering their inline model on every deploy must not create a version each time).
+    re-registering their inline model on every deploy must not create a version each time). An
+    explicit version that exists is returned when its content is the same, a conflict otherwise.
     """
-    try:
-        check_asset_name(name)
-    except ValueError as e:
-        raise UserError(f"model name: {e}") from e
+    _check_name_version("model", name, version)
     if not path.exists():
         raise UserError(f"model path not found: {path}")
     if type == "mlflow_model":
         check_mlflow_model(path)
-    try:
-        digest = tree_sha256(path)
-    except ValueError as e:
-        raise UserError(f"model path {path}: {e}") from e
-    if reuse_same_content and version is None:
-        try:
-            latest = store.get_version("model", name)
-        except UserError:
-            latest = None
-        if latest and latest.get("sha256") == digest and latest.get("type") == type:
-            return latest
-    staged = _copy_tree(path, "model")
+    _check_source(path, "model")
+
+    def same_as(digest: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda rec: rec.get("sha256") == digest and rec.get("type") == type
+
+    # Nothing is copied when an identical version is registered already (a deploy of an unchanged model).
+    if reuse_same_content or version is not None:
+        found = store.find_version("model", name, version, same=same_as(_digest(path, "model")),
+                                   reuse_latest=reuse_same_content)
+        if found is not None:
+            return found
+    staged = _stage(path, "model")
+    digest = tree_sha256(staged)  # of what is registered, should the source change during the copy
     doc: dict[str, Any] = {
         "type": type,
         "description": description,
@@ -110,19 +206,15 @@ def register_model(
         "folder_name": path.name,
         "sha256": digest,
     }
-    try:
-        version = store.add_version("model", name, version, doc)
-    except BaseException:
-        shutil.rmtree(staged.parent, ignore_errors=True)
-        raise
-    doc = store.update_asset_path("model", name, version, str(_finalize(staged, "models", name, version)))
-    return doc
+    return _commit(store, "model", name, version, doc, staged, same=same_as(digest),
+                   reuse_latest=reuse_same_content)
 
 
 def register_environment(store: Store, loaded: Loaded[Any], env: EnvironmentSpec, prefix: str = "",
                          reuse_same_content: bool = False) -> dict[str, Any]:
     """Register an environment: the image, the conda file's content, or a copy of the build context."""
     name = env.name or "anonymous-environment"
+    _check_name_version("environment", name, env.version)
     doc: dict[str, Any] = {
         "description": env.description,
         "tags": env.tags,
@@ -130,29 +222,26 @@ def register_environment(store: Store, loaded: Loaded[Any], env: EnvironmentSpec
         "conda_file": loaded.conda.model_dump(mode="json", exclude_none=True) if loaded.conda else None,
         "build": None,
     }
-    staged: Path | None = None
-    if env.build is not None:
-        ctx = loaded.paths[prefix + "build.path"]
-        doc["build"] = {"dockerfile_path": env.build.dockerfile_path, "sha256": tree_sha256(ctx)}
-    if reuse_same_content and env.version is None:
-        try:
-            latest = store.get_version("environment", name)
-        except UserError:
-            latest = None
-        if latest and _same_env(latest, doc):
-            return latest
-    if env.build is not None:
-        staged = _copy_tree(loaded.paths[prefix + "build.path"], "environment build")
-    try:
-        version = store.add_version("environment", name, env.version, doc)
-    except BaseException:
-        if staged:
-            shutil.rmtree(staged.parent, ignore_errors=True)
-        raise
-    if staged is not None:
-        final = _finalize(staged, "environments", name, version)
-        return store.update_asset_path("environment", name, version, str(final))
-    return store.get_version("environment", name, version)
+    ctx = loaded.paths[prefix + "build.path"] if env.build is not None else None
+    if env.build is not None and ctx is not None:
+        _check_source(ctx, "environment build")
+        doc["build"] = {"dockerfile_path": env.build.dockerfile_path, "sha256": _digest(ctx, "environment build")}
+
+    def same(rec: dict[str, Any]) -> bool:
+        return _same_env(rec, doc)
+
+    if reuse_same_content or env.version is not None:
+        found = store.find_version("environment", name, env.version, same=same, reuse_latest=reuse_same_content)
+        if found is not None:
+            return found
+    if ctx is None:
+        record, _ = store.register_version("environment", name, env.version, doc, same=same,
+                                           reuse_latest=reuse_same_content)
+        return record
+    staged = _stage(ctx, "environment build")
+    doc["build"]["sha256"] = tree_sha256(staged)
+    return _commit(store, "environment", name, env.version, doc, staged, same=same,
+                   reuse_latest=reuse_same_content)
 
 
 def _same_env(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -173,10 +262,7 @@ def resolve(store: Store, kind: str, ref: str | AssetRef) -> dict[str, Any]:
 def register_data(store: Store, *, name: str, path: str, type: str, version: str | None = None,
                   description: str | None = None) -> dict[str, Any]:
     """Register a data asset by reference: a local path (checked) or an http(s) URL."""
-    try:
-        check_asset_name(name)
-    except ValueError as e:
-        raise UserError(f"data name: {e}") from e
+    _check_name_version("data", name, version)
     if type not in ("uri_folder", "uri_file"):
         raise SpecError(f"--type must be uri_folder or uri_file, got {type!r}")
     location = path
@@ -192,8 +278,9 @@ def register_data(store: Store, *, name: str, path: str, type: str, version: str
     elif not path.startswith(("http://", "https://")):
         raise UserError(f"data path {path}: only local paths and http(s) URLs are supported")
     doc = {"type": type, "path": location, "description": description}
-    version = store.add_version("data", name, version, doc)
-    return store.get_version("data", name, version)
+    record, _ = store.register_version(
+        "data", name, version, doc, same=lambda rec: rec.get("path") == location and rec.get("type") == type)
+    return record
 
 
 def download_model(store: Store, name: str, version: str | None, label: str | None, dest: Path) -> Path:

@@ -6,12 +6,16 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from ..errors import SpecError
 
-NAME_RE = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-ASSET_NAME_RE = re.compile(r"^[a-zA-Z0-9_][-a-zA-Z0-9_.]{0,254}$")
+NAME_RE = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
+ASSET_NAME_RE = re.compile(r"[a-zA-Z0-9_][-a-zA-Z0-9_.]{0,254}")
+# Azure's REST API gives versions no pattern ("case-sensitive string"); here a version names a folder
+# of the registry, so it is held to a conservative rule: no separators, no '.'/'..', no control
+# characters, not starting with '-' or '.', at most 64 characters.
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class Spec(BaseModel):
@@ -27,7 +31,7 @@ def check_endpoint_name(name: str, what: str = "endpoint") -> str:
             f"the name for an {what} must be at least 3 and at most 32 characters long "
             f"(inclusive of both limits), got {name!r}"
         )
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValueError(
             f"the name for an {what} must start with an upper- or lowercase letter and only consist "
             f"of '-'s and alphanumeric characters, got {name!r}"
@@ -37,11 +41,21 @@ def check_endpoint_name(name: str, what: str = "endpoint") -> str:
 
 def check_asset_name(name: str) -> str:
     """Names of models, environments, data and computes."""
-    if not ASSET_NAME_RE.match(name):
+    if not ASSET_NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid name {name!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit"
         )
     return name
+
+
+def check_asset_version(version: str) -> str:
+    """Versions of models, environments and data (each one becomes a folder name in the registry)."""
+    if not VERSION_RE.fullmatch(version):
+        raise ValueError(
+            f"invalid version {version!r}: use up to 64 letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return version
 
 
 def _to_str(value: Any) -> Any:
@@ -59,7 +73,7 @@ def _str_values(value: Any) -> Any:
     return value
 
 
-Version = Annotated[str, BeforeValidator(_to_str)]
+Version = Annotated[str, BeforeValidator(_to_str), AfterValidator(check_asset_version)]
 # Integers as YAML writes them: `true` or `10.0` is not a count (pydantic's lax mode would take them).
 Int = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -105,6 +119,10 @@ def parse_ref(text: str, *, allow_bare: bool = False) -> AssetRef:
         name, _, version = body.partition(":")
         if not name or not version or ":" in version:
             raise SpecError(f"{text!r}: expected azureml:<name>:<version>")
+        try:
+            check_asset_version(version)
+        except ValueError as e:
+            raise SpecError(f"{text!r}: {e}") from e
         return AssetRef(_checked(name, text), version=version)
     return AssetRef(_checked(body, text), label="latest")
 

@@ -104,6 +104,16 @@ class Settings(Spec):
             return {"appendrow": "append_row", "summaryonly": "summary_only"}.get(v.lower(), v.lower())
         return v
 
+    @field_validator("output_file_name", mode="before")
+    @classmethod
+    def _file_name_chars(cls, v: Any) -> Any:
+        # Checked before whitespace is stripped: a line break or NUL is refused wherever it is.
+        if isinstance(v, str):
+            bad = next((c for c in v if ord(c) < 0x20 or ord(c) == 0x7F), None)
+            if bad is not None:
+                raise ValueError(f"must be a plain file name without control characters (here {bad!r}), got {v!r}")
+        return v
+
     @field_validator("output_file_name")
     @classmethod
     def _file_name(cls, v: str | None) -> str | None:

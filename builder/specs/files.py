@@ -197,15 +197,24 @@ def _check_environment(
 
 def check_script_syntax(deployment: str, script: Path) -> None:
     """Reject a scoring script that does not parse, with az's wording."""
+    source = script.read_bytes()
+    nul = source.find(b"\0")
+    if nul >= 0:  # the parser reports these without a line (or as a ValueError, by Python version)
+        line = source.count(b"\n", 0, nul) + 1
+        raise SpecError(
+            f"Failed to submit deployment {deployment}: scoring script {display_name(script)} contains a NUL byte "
+            f"on line {line} (is it a binary file?) (use --skip-script-validation to skip this check)"
+        )
     try:
-        ast.parse(script.read_bytes(), filename=str(script))
+        ast.parse(source, filename=str(script))
     except SyntaxError as e:
+        where = f"Error on line {e.lineno}" if e.lineno is not None else "Error"
         raise SpecError(
             f"Failed to submit deployment {deployment} due to syntax errors in scoring script "
-            f"{display_name(script)}. Error on line {e.lineno}: {e.msg} "
+            f"{display_name(script)}. {where}: {e.msg} "
             "(use --skip-script-validation to skip this check)"
         ) from e
-    except ValueError as e:  # NUL bytes
+    except ValueError as e:
         raise SpecError(f"scoring script {display_name(script)} is not valid Python: {e}") from e
 
 

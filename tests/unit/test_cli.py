@@ -246,8 +246,11 @@ def test_model_create_single_file_and_explicit_version(cli: Cli) -> None:
     out = cli.json("model", "create", "--name", "one-file", "--path", f"{TORCH_MODEL}/model.pt", "--version", "5")
     assert out["version"] == "5"
     assert Path(out["path"]).is_file() and Path(out["path"]).name == "model.pt"
-    r = cli("model", "create", "--name", "one-file", "--path", f"{TORCH_MODEL}/model.pt", "--version", "5", code=2)
-    assert "already exists" in r.stderr
+    # the same content again under its version: that version, unchanged (versions never change)
+    again = cli.json("model", "create", "--name", "one-file", "--path", f"{TORCH_MODEL}/model.pt", "--version", "5")
+    assert again["path"] == out["path"] and again["sha256"] == out["sha256"]
+    r = cli("model", "create", "--name", "one-file", "--path", "endpoint.yml", "--version", "5", code=2)
+    assert "already exists with different content" in r.stderr
     assert cli.json("model", "create", "--name", "one-file", "--path", TORCH_MODEL)["version"] == "6"
 
 

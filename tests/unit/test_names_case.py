@@ -64,6 +64,7 @@ def test_asset_and_compute_names_ignore_case(tmp_path: Path, monkeypatch) -> Non
     assert cli.json("model", "show", "--name", "MNIST-CLASSIFIER", "--version", "1")["name"] == "Mnist-Classifier"
     assert [m["version"] for m in cli.json("model", "list", "--name", "mnist-CLASSIFIER")] == ["1", "2"]
     cli("model", "create", "--name", "mnist-classifier", "--path", "m", "--version", "V3")
+    (tmp_path / "m" / "w.bin").write_bytes(b"2")  # other content under the same version, spelled otherwise
     res = cli("model", "create", "--name", "MNIST-classifier", "--path", "m", "--version", "v3", code=2)
     assert "already exists" in res.stderr
     assert cli.json("model", "show", "--name", "mnist-classifier", "--version", "v3")["version"] == "V3"
