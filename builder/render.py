@@ -5,6 +5,11 @@ under its registered name and the scoring code. Files get fixed modes and mtimes
 sorted order, so the same inputs give the same bytes and the same hash on any machine. `wheels/`
 (hard links into the shared wheelhouse) is left out of the hash: the lock pins every wheel's
 sha256 already.
+
+A context folder is marked with a file of its own (CONTEXT_MARKER, naming the deployment): files are
+only ever pruned in a folder so marked, and a folder holding anything else is refused. Model files
+are hard links to the registry's read-only copies, whose mode and time the registry already fixed:
+a render never changes the metadata of a file with other links, it replaces it with a copy.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +32,9 @@ from bepbuild_runtime import layout, mlflow_driver
 from . import __version__, config, locking
 from .environments import BaseInfo, EnvPlan
 from .errors import UserError
-from .hashing import file_sha256, walk_files
+from .hashing import FIXED_MTIME, file_sha256, is_executable, read_only_mode, walk_files
 
-FIXED_MTIME = 946684800  # 2000-01-01: stable, and later than zip's 1980 floor
+CONTEXT_MARKER = ".bepbuild-context"
 
 
 def templates_dir() -> Path:
@@ -176,10 +182,62 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
     return files
 
 
+def check_destination(dest: Path, endpoint: str, deployment: str, what: str | None = None) -> None:
+    """Refuse to render into `dest` unless it is new, empty, or an earlier context of this deployment.
+
+    `what` names the flag that gave `dest`, for the error line.
+    """
+    if dest.is_symlink():
+        raise UserError(f"{dest} is a symbolic link; give the folder itself", field=what)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest} is not a folder", field=what)
+    if not dest.exists() or not any(dest.iterdir()):
+        return
+    owner = _marker_owner(dest)
+    if owner is None:
+        if _legacy_context(dest):
+            return
+        raise UserError(
+            f"{dest} is not empty and not a build context of bepbuild (no {CONTEXT_MARKER} file): its files would "
+            "be replaced; give a new or empty folder", field=what)
+    if owner != (endpoint.lower(), deployment.lower()):
+        raise UserError(f"{dest} is the build context of {owner[0]}/{owner[1]}, not of {endpoint}/{deployment}; "
+                        "give another folder", field=what)
+
+
+def _marker_owner(dest: Path) -> tuple[str, str] | None:
+    """(endpoint, deployment) from the marker, or None when there is none (a link does not count)."""
+    marker = dest / CONTEXT_MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        doc = json.loads(marker.read_text())
+        return str(doc["endpoint"]).lower(), str(doc["deployment"]).lower()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _legacy_context(dest: Path) -> bool:
+    """A context under BEPBUILD_HOME/contexts written before contexts were marked (bepbuild's own folder)."""
+    contexts = config.home() / "contexts"
+    return dest.resolve() != contexts.resolve() and config.is_inside(dest, contexts)
+
+
+def _mark(dest: Path, endpoint: str, deployment: str) -> None:
+    data = (json.dumps({"endpoint": endpoint, "deployment": deployment}, sort_keys=True) + "\n").encode()
+    marker = dest / CONTEXT_MARKER
+    if not (marker.is_file() and not marker.is_symlink() and marker.read_bytes() == data):
+        _write(marker, data, 0o644)
+    _settle(marker, 0o644)
+
+
 def render(inp: RenderInput, dest: Path) -> Rendered:
     """Write the build context into `dest` (only what changed) and return its content hash."""
     files = _files(inp)
+    check_destination(dest, inp.endpoint, inp.deployment)
     dest.mkdir(parents=True, exist_ok=True)
+    _mark(dest, inp.endpoint, inp.deployment)
+    _sweep(dest, set(files))
     h = hashlib.sha256()
     for rel in sorted(files):
         src = files[rel]
@@ -187,22 +245,24 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
         if isinstance(src, bytes):
             data_hash = hashlib.sha256(src).hexdigest()
             executable = False
+            mode = _mode(rel, executable)
             if not (target.is_file() and target.stat().st_size == len(src) and target.read_bytes() == src):
-                _write(target, src)
+                _write(target, src, mode)
         else:
             data_hash = file_sha256(src)
-            executable = os.access(src, os.X_OK)
+            executable = is_executable(src)
+            mode = _mode(rel, executable)
             if not _holds(target, src, data_hash):
-                _place(src, target)
-        _normalize(target, executable)
+                _place(src, target, mode)
+        _settle(target, mode)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
-    _prune(dest, set(files))
+    _settle_folders(dest)
     if inp.plan.strategy == "pip" and inp.lock is not None:
         locking.materialize(inp.lock, dest / "wheels")
     elif (dest / "wheels").exists():
         for p in (dest / "wheels").iterdir():
-            p.unlink()
-    # Filling wheels/ touched it and `dest` after _prune fixed them (the wheel files themselves are
+            config.remove_owned(p, dest)
+    # Filling wheels/ touched it and `dest` after their modes were fixed (the wheel files themselves are
     # links into the wheelhouse: their metadata is the wheelhouse's, not ours to change).
     for d in (dest / "wheels", dest):
         if d.is_dir():
@@ -211,59 +271,117 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
     return Rendered(dest, h.hexdigest(), sorted(files))
 
 
+def _mode(rel: str, executable: bool) -> int:
+    """A context file's mode: model files keep the registry's read-only modes (they are its files)."""
+    if rel.startswith("model/"):
+        return read_only_mode(executable)
+    return 0o755 if executable else 0o644
+
+
 def _holds(target: Path, src: Path, data_hash: str) -> bool:
     """Whether `target` already has `src`'s content (a hard link to it needs no reading)."""
     try:
-        t, s = target.stat(), src.stat()
+        t, s = target.lstat(), src.stat()
     except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(t.st_mode):
         return False
     if (t.st_dev, t.st_ino) == (s.st_dev, s.st_ino):
         return True
     return t.st_size == s.st_size and file_sha256(target) == data_hash
 
 
-def _place(src: Path, target: Path) -> None:
+def _is_settled(st: os.stat_result, mode: int) -> bool:
+    return stat.S_IMODE(st.st_mode) == mode and int(st.st_mtime) == FIXED_MTIME
+
+
+def _place(src: Path, target: Path, mode: int) -> None:
     """Put `src` at `target`, streamed (models can be larger than memory).
 
-    Registered assets under BEPBUILD_HOME never change once registered, so they are hard-linked:
-    no copy, and the next render sees the same inode and reads nothing.
+    Registered assets never change once registered, and the registry fixed their modes and times:
+    they are hard-linked (no copy, and the next render sees the same inode and reads nothing).
+    Anything else, or a registered file whose metadata is not what the context needs (registered by
+    an earlier bepbuild), is copied, so that settling the copy never touches the source.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
-    assets = config.assets_dir().resolve()
-    try:
-        if assets not in src.resolve().parents:
-            raise OSError("not a registered asset")
-        os.link(src, tmp)
-    except OSError:
+    if _registered(src) and _is_settled(src.stat(), mode):
+        try:
+            os.link(src, tmp)
+        except OSError:  # another filesystem
+            shutil.copyfile(src, tmp)
+    else:
         shutil.copyfile(src, tmp)
     os.replace(tmp, target)
 
 
-def _write(target: Path, data: bytes) -> None:
+def _registered(src: Path) -> bool:
+    assets = config.assets_dir().resolve()
+    return assets in src.resolve().parents
+
+
+def _write(target: Path, data: bytes, mode: int) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
     tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
     os.replace(tmp, target)
 
 
-def _normalize(target: Path, executable: bool) -> None:
-    os.chmod(target, 0o755 if executable else 0o644)
-    os.utime(target, (FIXED_MTIME, FIXED_MTIME))
+def _settle(target: Path, mode: int) -> None:
+    """Give `target` its fixed mode and time, never through a link to another file (a registered one).
+
+    A file with other hard links is replaced by a settled copy instead of being changed.
+    """
+    st = target.lstat()
+    if _is_settled(st, mode):
+        return
+    if st.st_nlink == 1:
+        os.chmod(target, mode)
+        os.utime(target, (FIXED_MTIME, FIXED_MTIME))
+        return
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    shutil.copyfile(target, tmp)
+    os.chmod(tmp, mode)
+    os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
+    os.replace(tmp, target)
 
 
-def _prune(dest: Path, keep: set[str]) -> None:
-    """Remove files a previous render left that are not part of this one; fix folder modes."""
-    for dirpath, _dirnames, filenames in os.walk(dest, topdown=False):
+def _sweep(dest: Path, keep: set[str]) -> None:
+    """Remove what an earlier render left that this one does not write, in a marked context only.
+
+    Links are removed themselves wherever they are (never followed): nothing is written or removed
+    through them. A folder where a file now goes is removed. `wheels/` is left to `materialize`.
+    """
+    for dirpath, dirnames, filenames in os.walk(dest):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(dest).as_posix()
+        in_wheels = rel_dir == "wheels" or rel_dir.startswith("wheels/")
+        for n in list(dirnames):
+            rel = n if rel_dir == "." else f"{rel_dir}/{n}"
+            if (d / n).is_symlink() or rel in keep or rel == CONTEXT_MARKER:
+                config.remove_owned(d / n, dest)
+                dirnames.remove(n)
+        for n in filenames:
+            rel = n if rel_dir == "." else f"{rel_dir}/{n}"
+            p = d / n
+            if rel == CONTEXT_MARKER:
+                continue
+            if p.is_symlink() or not p.is_file() or (rel not in keep and not in_wheels):
+                p.unlink()
+
+
+def _settle_folders(dest: Path) -> None:
+    """Remove folders the sweep emptied and fix the modes and times of the others (wheels/ apart)."""
+    for dirpath, _dirnames, _filenames in os.walk(dest, topdown=False):
         d = Path(dirpath)
         rel_dir = d.relative_to(dest).as_posix()
         if rel_dir == "wheels" or rel_dir.startswith("wheels/"):
             continue
-        for n in filenames:
-            rel = f"{rel_dir}/{n}" if rel_dir != "." else n
-            if rel not in keep:
-                (d / n).unlink()
         if d != dest and not any(d.iterdir()):
             d.rmdir()
             continue

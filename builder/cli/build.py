@@ -10,6 +10,7 @@ import typer
 from .. import deploy as deploying
 from .. import images
 from ..errors import UserError
+from ..render import check_destination
 from ..specs import load_deployment
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, note, store
 from ._progress import build_status
@@ -113,6 +114,8 @@ def render(
     """Write a deployment's build context (Dockerfile, lock, runtime, model, code) to a folder."""
     opts = options(base_image, strict, relock, False, "auto", skip_script_validation, templates)
     loaded = load_deployment(file, sets=set_ or [], skip_script_validation=skip_script_validation)
+    # Before anything is registered: the folder must be new, empty or an earlier context of this deployment.
+    check_destination(output_dir.absolute(), loaded.spec.endpoint_name, loaded.spec.name, what="--output-dir")
     p = deploying.prepare(store(), loaded, opts, lambda line: None, context=output_dir.resolve())
     for n in p.notices:
         note(n if n.startswith("warning: ") else f"note: {n}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 
@@ -165,7 +164,9 @@ def test_two_renders_are_byte_identical(tmp_path: Path, sources: tuple[Path, Pat
         if rel.startswith("wheels/"):
             continue
         assert mtime == FIXED_MTIME, rel
-        assert mode == (0o755 if kind == "dir" or rel == "code/tool.sh" else 0o644), rel
+        # model files keep the registry's read-only modes; the rest is writable by its owner
+        expected = 0o755 if kind == "dir" or rel == "code/tool.sh" else 0o444 if rel.startswith("model/") else 0o644
+        assert mode == expected, rel
     assert sorted(r for r in snap_a if r.startswith("wheels/")) == [f"wheels/{w}" for w in sorted(WHEELS)]
 
 
@@ -220,8 +221,9 @@ def test_wheels_folder_is_not_part_of_the_hash(tmp_path: Path, sources: tuple[Pa
     assert sorted(p.name for p in (linked.context / "wheels").iterdir()) == sorted(WHEELS)
     # copies instead of hard links, another mtime: the same hash
     other = tmp_path / "copied"
-    (other / "wheels").mkdir(parents=True)
+    render(inp, other)
     for name, data in WHEELS.items():
+        (other / "wheels" / name).unlink()
         (other / "wheels" / name).write_bytes(data)
         os.utime(other / "wheels" / name, (1, 1))
     assert render(inp, other).content_hash == linked.content_hash
@@ -360,11 +362,11 @@ def test_registered_model_files_are_linked_not_copied_and_user_code_is_copied(
 ) -> None:
     """A registered model never changes, so the context links its files (no copy, nothing re-read);
     the user's own code folder is copied: normalizing modes and times must not touch the user's files."""
-    from bepbuild import config
+    from bepbuild import registry
+    from bepbuild.store import Store
 
     code, model = sources
-    registered = config.assets_dir() / "models" / "tiny-model" / "1" / model.name
-    shutil.copytree(model, registered)
+    registered = Path(registry.register_model(Store.open(), name="tiny-model", path=model)["path"])
     inp = make_input("pip", code, registered)
     first = render(inp, tmp_path / "ctx")
     weights = tmp_path / "ctx" / "model" / model.name / "weights.bin"
