@@ -298,8 +298,8 @@ def download_model(store: Store, name: str, version: str | None, label: str | No
     staging = dest / f".{model['name']}.download-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
-        if src.is_dir():
-            shutil.copytree(src, staging / src.name)
+        if src.is_dir():  # file contents only: the registry's read-only modes are not the user's
+            shutil.copytree(src, staging / src.name, copy_function=shutil.copyfile)
         else:
             shutil.copyfile(src, staging / src.name)
         staging.rename(target)

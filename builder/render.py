@@ -218,9 +218,9 @@ def _marker_owner(dest: Path) -> tuple[str, str] | None:
 
 
 def _legacy_context(dest: Path) -> bool:
-    """A context under BEPBUILD_HOME/contexts written before contexts were marked (bepbuild's own folder)."""
-    contexts = config.home() / "contexts"
-    return dest.resolve() != contexts.resolve() and config.is_inside(dest, contexts)
+    """A context written before contexts were marked: `BEPBUILD_HOME/contexts/<endpoint>-<deployment>`,
+    bepbuild's own folder (contexts named since then carry the marker from their first render)."""
+    return dest.resolve().parent == (config.home() / "contexts").resolve()
 
 
 def _mark(dest: Path, endpoint: str, deployment: str) -> None:

@@ -417,3 +417,13 @@ def test_scoring_script_with_a_nul_byte_says_so(tmp_path: Path) -> None:
     line = info.value.line()
     assert "None" not in line and "NUL byte" in line and "score.py" in line
     load_deployment(f, skip_script_validation=True)
+
+
+def test_downloaded_model_files_are_the_users_to_change(model: Path, tmp_path: Path) -> None:
+    (model / "sub").mkdir()
+    (model / "sub" / "cfg.json").write_text("{}")
+    s = Store.open()
+    registry.register_model(s, name="mm", path=model)
+    got = registry.download_model(s, "mm", "1", None, tmp_path / "dl")
+    files = [p for p in got.rglob("*") if p.is_file()]
+    assert len(files) == 2 and all(p.stat().st_mode & stat.S_IWUSR for p in files)

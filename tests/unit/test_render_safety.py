@@ -186,3 +186,17 @@ def test_context_file_modes_are_the_same_linked_or_copied(tmp_path: Path, source
     copied = render(make_input("image", code, model), tmp_path / "copied")
     assert linked.content_hash == copied.content_hash
     assert snapshot(linked.context) == snapshot(copied.context)
+
+
+def test_only_contexts_named_before_markers_may_lack_one(sources: tuple[Path, Path]) -> None:
+    old = config.home() / "contexts" / "tiny-ep-tiny-dpl"  # how contexts were named before markers
+    (old / "code").mkdir(parents=True)
+    (old / "code" / "stale.py").write_text("x")
+    render(make_input("image", *sources), old)
+    assert (old / CONTEXT_MARKER).is_file() and not (old / "code" / "stale.py").exists()
+    deeper = config.home() / "contexts" / "endpoints" / "tiny-ep" / "tiny-dpl"
+    deeper.mkdir(parents=True)
+    (deeper / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="not a build context"):
+        render(make_input("image", *sources), deeper)
+    assert (deeper / "notes.txt").read_text() == "x"
