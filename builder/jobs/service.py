@@ -58,6 +58,7 @@ class InvokeRequest:
     sets: Iterable[str] = ()
     job_name: str | None = None
     backend: str = "docker"
+    experiment_name: str | None = None  # default: the endpoint's name, as in Azure
 
 
 def _settings(dep: dict[str, Any], req: InvokeRequest) -> dict[str, Any]:
