@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,16 +305,38 @@ def _place(src: Path, target: Path, mode: int) -> None:
     an earlier bepbuild), is copied, so that settling the copy never touches the source.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    if _registered(src) and _is_settled(src.stat(), mode):
-        try:
-            os.link(src, tmp)
-        except OSError:  # another filesystem
-            shutil.copyfile(src, tmp)
-    else:
+
+    def fill(tmp: Path) -> None:
+        if _registered(src) and _is_settled(src.stat(), mode):
+            try:
+                os.link(src, tmp)
+                return
+            except OSError:  # another filesystem
+                pass
         shutil.copyfile(src, tmp)
-    os.replace(tmp, target)
+        _fix(tmp, mode)
+
+    _replace(target, fill)
+
+
+def _replace(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a new file beside `target`, then rename it over `target` (never written through).
+
+    The new name is one no file of a context has; a failure removes it (a kill leaves it to the
+    next render's sweep).
+    """
+    tmp = target.parent / f".bepbuild-tmp-{uuid.uuid4().hex}"
+    try:
+        fill(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fix(path: Path, mode: int) -> None:
+    os.chmod(path, mode)
+    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
 
 
 def _registered(src: Path) -> bool:
@@ -323,12 +346,12 @@ def _registered(src: Path) -> bool:
 
 def _write(target: Path, data: bytes, mode: int) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
-    os.replace(tmp, target)
+
+    def fill(tmp: Path) -> None:
+        tmp.write_bytes(data)
+        _fix(tmp, mode)
+
+    _replace(target, fill)
 
 
 def _settle(target: Path, mode: int) -> None:
@@ -340,15 +363,14 @@ def _settle(target: Path, mode: int) -> None:
     if _is_settled(st, mode):
         return
     if st.st_nlink == 1:
-        os.chmod(target, mode)
-        os.utime(target, (FIXED_MTIME, FIXED_MTIME))
+        _fix(target, mode)
         return
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    shutil.copyfile(target, tmp)
-    os.chmod(tmp, mode)
-    os.utime(tmp, (FIXED_MTIME, FIXED_MTIME))
-    os.replace(tmp, target)
+
+    def fill(tmp: Path) -> None:
+        shutil.copyfile(target, tmp)
+        _fix(tmp, mode)
+
+    _replace(target, fill)
 
 
 def _sweep(dest: Path, keep: set[str]) -> None:

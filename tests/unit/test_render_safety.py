@@ -125,11 +125,19 @@ def test_cli_render_into_a_project_folder_is_one_line_and_touches_nothing(
     assert r.exit_code == 2, (r.stdout, r.stderr, r.exception)
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("error: ") and "--output-dir" in r.stderr
     assert snapshot(project) == before
+    assert not (config.assets_dir() / "models").exists()  # refused before anything was registered
     out = tmp_path / "out"
     for _ in range(2):
         r = CliRunner().invoke(app, ["render", str(project / "deployment.yml"), "--output-dir", str(out)])
         assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
     assert (out / "Dockerfile").is_file() and (out / CONTEXT_MARKER).is_file()
+    # the inline model was registered once, and rendering twice left its registered file as registered
+    (model,) = Store.open().list_assets("model")
+    registered = Path(model["path"])
+    assert model["version"] == "1" and tree_sha256(registered) == model["sha256"]
+    st = registered.stat()
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o444, FIXED_MTIME)
+    assert (out / "model" / "model.bin").stat().st_ino == st.st_ino
 
 
 # -- registered models are never changed by a render -----------------------------------------------------------
@@ -200,3 +208,13 @@ def test_only_contexts_named_before_markers_may_lack_one(sources: tuple[Path, Pa
     with pytest.raises(UserError, match="not a build context"):
         render(make_input("image", *sources), deeper)
     assert (deeper / "notes.txt").read_text() == "x"
+
+
+def test_files_named_like_temporary_files_are_kept(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+    code, model = sources
+    (code / ".helper.py.tmp").write_text("mine\n")
+    (code / "helper.py").write_text("X = 1\n")
+    r = render(make_input("image", code, model), tmp_path / "ctx")
+    assert "code/.helper.py.tmp" in r.files
+    assert (tmp_path / "ctx" / "code" / ".helper.py.tmp").read_text() == "mine\n"
+    assert (tmp_path / "ctx" / "code" / "helper.py").read_text() == "X = 1\n"
