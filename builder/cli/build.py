@@ -9,8 +9,8 @@ import typer
 
 from .. import deploy as deploying
 from .. import images
+from ..context_dir import check_destination
 from ..errors import UserError
-from ..render import check_destination
 from ..specs import load_deployment
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, note, store
 from ._progress import build_status

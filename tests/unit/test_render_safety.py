@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from bepbuild import config, environments, registry
 from bepbuild.cli import app
+from bepbuild.context_dir import CONTEXT_MARKER
 from bepbuild.environments import BaseInfo
 from bepbuild.errors import UserError
 from bepbuild.hashing import FIXED_MTIME, tree_sha256
-from bepbuild.render import CONTEXT_MARKER, render
+from bepbuild.render import render
 from bepbuild.store import Store
 
 
