@@ -15,8 +15,9 @@ from typing import Any
 
 from ..errors import SpecError
 from ..jobs import invoke_spec, service
-from ..jobs.outputs import DATASTORE_PREFIX
 
+# Azure's datastore URI, which invoke's output path takes (`--output-path azureml://datastores/...`).
+DATASTORE_PREFIX = "azureml://datastores/"
 # Keys of params_override handled here rather than passed on as `--set` keys.
 OUTPUT_KEYS = ("output_dataset.datastore_id", "output_dataset.path")
 PER_JOB = sorted({*service.JOB_SET_KEYS, "job_name", *OUTPUT_KEYS})
