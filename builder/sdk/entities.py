@@ -193,7 +193,8 @@ def job_entity(rec: dict[str, Any], *, child: bool = False) -> PipelineJob:
     props = {
         "endpoint_name": rec.get("endpoint"), "deployment_name": rec.get("deployment"), "backend": rec.get("backend"),
         "output_file": rec.get("output_file"), "summary": rec.get("summary"), "error": rec.get("error"),
-        "job_dir": rec.get("job_dir"), **{f"counts.{k}": v for k, v in counts.items()},
+        "mini_batches": rec.get("mini_batches"), "job_dir": rec.get("job_dir"),
+        **{f"counts.{k}": v for k, v in counts.items()},
     }
     return PipelineJob(
         name=rec["name"], display_name=rec.get("display_name") or ("batchscoring" if child else rec["name"]),

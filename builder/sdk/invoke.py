@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..jobs import invoke_spec, service
+from .entities import WORKSPACE_ID
 
 # Azure's datastore URI, which invoke's output path takes (`--output-path azureml://datastores/...`).
 DATASTORE_PREFIX = "azureml://datastores/"
@@ -80,6 +81,18 @@ def overrides(params_override: Iterable[Mapping[str, Any]] | None) -> tuple[list
     return sets, f"{DATASTORE_PREFIX}{datastore}/paths/{(path or '').strip('/')}"
 
 
+def asset_path(path: str) -> str:
+    """A data asset's resource id (`Input(path=ml_client.data.get(...).id)`, as Azure's notebooks
+    pass it) as the CLI's `azureml:NAME:VERSION`; any other path unchanged."""
+    body = path[len("azureml:"):] if path.startswith("azureml:") else path
+    prefix = f"{WORKSPACE_ID}/data/"
+    if body.lower().startswith(prefix.lower()):
+        name, sep, version = body[len(prefix):].partition("/versions/")
+        if name and sep and version and "/" not in name + version:
+            return f"azureml:{name}:{version}"
+    return path
+
+
 def _io(value: Any) -> dict[str, Any]:
     """An Input or Output entity (or a dict) as the CLI's {type, path} entry."""
     if isinstance(value, Mapping):
@@ -88,7 +101,7 @@ def _io(value: Any) -> dict[str, Any]:
     if entry["path"] is None and getattr(value, "default", None) is not None:
         entry["value"] = value.default  # a literal input: refused by invoke_spec with its reason
     if entry["path"] is not None:
-        entry["path"] = str(entry["path"])
+        entry["path"] = asset_path(str(entry["path"]))
     return entry
 
 

@@ -349,3 +349,18 @@ def test_failed_job_stream_raises_job_exception(ml: Any, tmp_path: Path, fake_bu
         warnings.simplefilter("ignore")
         with pytest.raises(JobException, match=f"^job {job.name} Failed: "):
             ml.jobs.stream(job.name)
+
+
+def test_invoke_a_data_asset_by_its_id(ml: Any, tmp_path: Path, fake_build: list[Any]) -> None:
+    from bepbuild import MLClient
+
+    ml = MLClient(backend="process")
+    deployed(ml, tmp_path)
+    names = make_inputs(tmp_path / "data", 3)
+    ml.data.create_or_update(Data(name="heart-dataset-unlabeled", path="data", type=AssetTypes.URI_FOLDER))
+    heart_dataset_unlabeled = ml.data.get(name="heart-dataset-unlabeled", label="latest")
+    job = ml.batch_endpoints.invoke(endpoint_name=ENDPOINT,  # as Azure's heart-classifier notebook passes it
+                                    input=Input(type=AssetTypes.URI_FOLDER, path=heart_dataset_unlabeled.id))
+    ml.jobs.stream(job.name)
+    out = Path(ml.jobs.get(job.name).properties["output_file"])
+    assert sorted(r.split()[0] for r in out.read_text().splitlines()) == names
