@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from test_faults_process import NAPPING, _kill_host_after
+from test_hostile import http_server as _http_server
+from test_hostile import zipped
 from test_jobs_process import (
     BEPBUILD,
     ENDPOINT,
@@ -28,6 +30,8 @@ from test_jobs_process import (
 from bepbuild import config
 from bepbuild.store import Store
 from bepbuild_runtime import layout
+
+http_server = _http_server  # the loopback HTTP fixture of test_hostile
 
 
 def _assert_once(job: dict, names: list[str]) -> None:
@@ -103,9 +107,11 @@ main()
 
 
 def _die_while_preparing(name: str, inputs: Path, *extra: str) -> Path:
+    """Invoke in a process that dies half way through writing the queue; `extra` may give --input."""
+    source = [] if "--input" in extra else ["--input", str(inputs)]
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(DIE_WRITING_THE_QUEUE), "batch-endpoint", "invoke",
-                          "--name", ENDPOINT, "--input", str(inputs), "--backend", "process", "--job-name", name,
-                          "-q", *extra], capture_output=True, text=True)
+                          "--name", ENDPOINT, *source, "--backend", "process", "--job-name", name, "-q", *extra],
+                         capture_output=True, text=True)
     assert res.returncode == 137, res
     job_dir = config.jobs_dir() / name
     assert (job_dir / layout.QUEUE_STAGING_DIR).is_dir()
@@ -224,3 +230,35 @@ def test_delete_of_a_job_without_a_folder_forgets_it(tmp_path: Path) -> None:
     cli("job", "delete", "--name", "gone", "--yes")
     assert time.monotonic() - start < 10
     cli("job", "show", "--name", "gone", code=2)
+
+
+def test_resume_downloads_an_http_input_again(tmp_path: Path, http_server: tuple[str, dict]) -> None:
+    url, routes = http_server
+    register(mini_batch_size=1)
+    routes["/docs.zip"] = (zipped({"one.txt": b"item-1", "two.txt": b"item-2"}), True)
+    job_dir = _die_while_preparing("fetched", tmp_path, "--input", f"{url}/docs.zip", "--input-type", "uri_folder")
+    (job_dir / layout.INPUTS_DIR / "stale-partial.txt").write_text("half a download")
+    job = Cli().json("job", "resume", "--name", "fetched", "-q")
+    assert job["status"] == "Completed", job
+    assert sorted(r.split()[0] for r in lines(job["output_file"])) == ["one.txt", "two.txt"]
+
+
+def test_a_job_whose_host_died_before_writing_job_json_fails_in_one_line_and_can_be_deleted(
+    tmp_path: Path,
+) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    cli = Cli()
+    job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "bare")
+    job_dir = Path(job["job_dir"])
+    (job_dir / layout.JOB_FILE).unlink()  # as a host killed right after registering the job leaves it
+    store = Store.open()
+    try:
+        store.update_job("bare", status="Queued")
+    finally:
+        store.close()
+    res = cli("job", "resume", "--name", "bare", "-q", code=1)
+    assert len(res.stderr.splitlines()) == 1 and f"its {layout.JOB_FILE} was never written" in res.stderr
+    assert cli.json("job", "show", "--name", "bare")["status"] == "Failed"
+    cli("job", "delete", "--name", "bare", "--yes")
+    assert not job_dir.exists()
