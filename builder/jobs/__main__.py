@@ -7,7 +7,7 @@ import sys
 
 from ..errors import BepbuildError
 from ..store import Store
-from . import runner, service
+from . import hostlock, service
 
 USAGE = "usage: python -m bepbuild.jobs run JOB_NAME [--lock-fd N]\n"
 
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     store = Store.open()
     try:
         if lock_fd is not None:
-            runner.adopt(service.job_dir_of(store, argv[1]), int(lock_fd))
+            hostlock.adopt(service.job_dir_of(store, argv[1]), int(lock_fd))
         job = service.run_attached(store, argv[1])
     except BepbuildError as e:
         sys.stderr.write(f"error: {e.line()}\n")

@@ -1,6 +1,6 @@
 """Job verbs after invoke: resume, cancel, delete.
 
-Each one first takes the job's host lock (runner.hold), so it never acts on a job that a live host
+Each one first takes the job's host lock (hostlock.hold), so it never acts on a job that a live host
 is preparing or running; resume keeps the lock for the run it prepares.
 """
 
@@ -17,7 +17,7 @@ from bepbuild_runtime import layout, queue
 from .. import config
 from ..errors import BepbuildError, ConflictError, JobError, UserError
 from ..store import Store
-from . import inputs, runner
+from . import hostlock, inputs, runner
 
 
 def resume(store: Store, name: str) -> Path:
@@ -33,7 +33,7 @@ def resume(store: Store, name: str) -> Path:
     job_dir = Path(job["job_dir"])
     if not (job_dir / layout.CONTROL_DIR).is_dir():  # the invoking process died before the folder was made
         raise _unpreparable(store, name, None, f"its job folder {job_dir} was never made")
-    runner.hold(job_dir)  # refuse while a live host prepares or drives the job
+    hostlock.hold(job_dir)  # refuse while a live host prepares or drives the job
     try:
         job = _not_completed(store, name)  # again, under the lock: a host may have just finished it
         if not (job_dir / layout.JOB_FILE).exists():
@@ -52,7 +52,7 @@ def resume(store: Store, name: str) -> Path:
             raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
         store.update_job(name, status="Queued", error=None)
     except BaseException:
-        runner.release(job_dir)
+        hostlock.release(job_dir)
         raise
     return job_dir
 
@@ -128,7 +128,7 @@ def cancel(store: Store, name: str) -> dict[str, Any]:
     (job_dir / layout.CANCEL_FLAG).touch()
     store.update_job(name, cancel_requested=True)
     try:
-        with runner.host_lock(job_dir):
+        with hostlock.host_lock(job_dir):
             # No host drives the job (it died, or was never started): stop what it left, end it here.
             runner.stop_leftovers(job, job_dir)
             doc = runner.read_job(job_dir) if (job_dir / layout.JOB_FILE).exists() else dict(job)
@@ -149,7 +149,7 @@ def delete(store: Store, name: str) -> dict[str, Any]:
     job = store.get_job(name)
     job_dir = owned_job_dir(store, job)
     if (job_dir / layout.CONTROL_DIR).is_dir():
-        with runner.host_lock(job_dir):  # refused while a live host prepares or runs it
+        with hostlock.host_lock(job_dir):  # refused while a live host prepares or runs it
             runner.stop_leftovers(job, job_dir)
             _remove_tree(job_dir)
     elif job_dir.exists():

@@ -24,7 +24,7 @@ from ..specs import Settings
 from ..specs.loader import Located, validate
 from ..specs.overrides import apply, parse_assignment
 from ..store import Store
-from . import inputs, runner
+from . import hostlock, inputs, runner
 
 # Azure's rule for job names (they also name folders and containers).
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
@@ -178,7 +178,7 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     except BaseException as e:
         msg = e.line() if hasattr(e, "line") else str(e)
         store.update_job(name, status="Failed", error=msg)
-        runner.release(job_dir)
+        hostlock.release(job_dir)
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
         if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
@@ -201,10 +201,10 @@ def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None
         raise
     try:
         queue.ensure_dirs(job_dir)
-        runner.hold(job_dir)
+        hostlock.hold(job_dir)
         store.add_job(job["name"], job)
     except BaseException as e:
-        runner.release(job_dir)
+        hostlock.release(job_dir)
         shutil.rmtree(job_dir, ignore_errors=True)  # made just now, by us
         if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
@@ -288,13 +288,13 @@ def run_detached(name: str, store: Store | None = None) -> int:
         if store is None:
             own.close()
     cmd = [sys.executable, "-m", "bepbuild.jobs", "run", name]
-    lock = runner.held(job_dir)
+    lock = hostlock.held(job_dir)
     if lock is not None:
         cmd += ["--lock-fd", str(lock.fd)]
     with open(job_dir / layout.LOG_HOST, "ab") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
                                 env=os.environ.copy(), pass_fds=(lock.fd,) if lock is not None else ())
-    runner.release(job_dir)  # the background process holds it now
+    hostlock.release(job_dir)  # the background process holds it now
     return proc.pid
 
 
