@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import accumulate
 from pathlib import Path
 
 from bepbuild_runtime import layout
@@ -27,12 +28,29 @@ COLUMNS = layout.PROCESSED_COLUMNS
 _ID, _PICKED, _PROCESS, _START, _TOTAL, _SUCCEEDED = range(6)
 _ELAPSED, _STATUS = 7, 10
 HEADER = COLUMNS[0]
+HEADER_BYTES = HEADER.encode()
 
 
 def parse_time(text: str) -> float:
     """A log timestamp (`2024-01-02T03:04:05.678Z`) as epoch seconds."""
     stamp = datetime.fromisoformat(text.rstrip("Z"))
     return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
+_SECONDS: dict[bytes, float] = {}
+
+
+def _stamp(text: bytes) -> float:
+    """parse_time of a CSV field: the whole seconds are parsed once per distinct second (attempts
+    of one second share them), the milliseconds added."""
+    whole = text[:19]
+    base = _SECONDS.get(whole)
+    if base is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        base = _SECONDS[whole] = parse_time(whole.decode("ascii"))
+    frac = text[19:].rstrip(b"Z")
+    return base + float(frac) if frac else base
 
 
 @dataclass(frozen=True)
@@ -66,9 +84,9 @@ class AttemptIndex:
         self.files: list[Path] = []
         self._consumed: dict[Path, int] = {}
         self.workers: list[str] = []
-        self._worker_ids: dict[str, int] = {}
+        self._worker_ids: dict[bytes, int] = {}
         self.statuses: list[str] = []
-        self._status_ids: dict[str, int] = {}
+        self._status_ids: dict[bytes, int] = {}
         self.batch = array("q")
         self.picked = array("i")
         self.worker = array("i")
@@ -111,60 +129,53 @@ class AttemptIndex:
         with open(path, "rb") as f:
             f.seek(start)
             chunk = f.read(size - start)
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return  # not one whole line yet
-        chunk = chunk[: end + 1]
         if path not in self._consumed:
             self.files.append(path)
         file_no = self.files.index(path)
-        after = [start]  # byte offset after the last line handed to csv
-
-        def lines() -> Iterator[str]:
-            pos = 0
-            while pos < len(chunk):
-                nl = chunk.index(b"\n", pos)
-                after[0] = start + nl + 1
-                yield chunk[pos: nl + 1].decode("utf-8", "replace")
-                pos = nl + 1
-
-        consumed = start
-        reader = csv.reader(lines())
-        try:
-            for row in reader:
-                row_start, consumed = consumed, after[0]
-                if len(row) < len(COLUMNS) - 1 or row[0] == HEADER:
-                    continue
-                self._add(row, file_no, row_start)
-        except csv.Error:
-            pass  # a row still being written: read it next time
-        except ValueError:
-            pass  # a malformed row: skip the rest of this chunk, keep what was good
+        lines = chunk.split(b"\n")[:-1]  # the last part has no newline yet: still being written
+        ends = list(accumulate(len(line) + 1 for line in lines))
+        if any(line.count(b'"') & 1 for line in lines):
+            records, offsets, consumed = _join_quoted(lines, ends, start)
+        else:  # no quoted newline (the usual case): one line, one record
+            records, consumed = lines, start + (ends[-1] if ends else 0)
+            offsets = [start + e for e in [0, *ends[:-1]]] if lines else []
+        # The first eleven fields (ids, counts, times, the status) never hold a comma or a quote.
+        fields = [r.split(b",", _STATUS + 1) for r in records]
+        keep = [i for i, f in enumerate(fields) if len(f) > _STATUS and f[_ID] != HEADER_BYTES]
+        fields, offsets = [fields[i] for i in keep], [offsets[i] for i in keep]
         self._consumed[path] = consumed
         self._order = None
-
-    def _add(self, row: list[str], file_no: int, offset: int) -> None:
         try:
-            values = (int(row[_ID]), int(row[_PICKED]), parse_time(row[_START]), float(row[_ELAPSED]),
-                      int(row[_TOTAL]), int(row[_SUCCEEDED]))
-        except ValueError:
-            return
-        worker = self._worker_ids.setdefault(row[_PROCESS], len(self.workers))
-        if worker == len(self.workers):
-            self.workers.append(row[_PROCESS])
-        status = self._status_ids.setdefault(row[_STATUS], len(self.statuses))
-        if status == len(self.statuses):
-            self.statuses.append(row[_STATUS])
-        self.batch.append(values[0])
-        self.picked.append(values[1])
-        self.start.append(values[2])
-        self.elapsed.append(values[3])
-        self.total.append(values[4])
-        self.succeeded.append(values[5])
-        self.worker.append(worker)
-        self.status.append(status)
-        self.file.append(file_no)
-        self.offset.append(offset)
+            self._extend(fields, offsets, file_no)
+        except ValueError:  # a row that is not an attempt: add the others one by one
+            for f, offset in zip(fields, offsets, strict=True):
+                try:
+                    self._extend([f], [offset], file_no)
+                except ValueError:
+                    continue
+
+    def _extend(self, fields: list[list[bytes]], offsets: list[int], file_no: int) -> None:
+        """Append parsed rows column by column (ValueError, and nothing appended, for a bad row)."""
+        columns = (
+            array("q", [int(f[_ID]) for f in fields]), array("i", [int(f[_PICKED]) for f in fields]),
+            array("d", [_stamp(f[_START]) for f in fields]), array("d", [float(f[_ELAPSED]) for f in fields]),
+            array("i", [int(f[_TOTAL]) for f in fields]), array("i", [int(f[_SUCCEEDED]) for f in fields]),
+            array("i", [self._id(self._worker_ids, self.workers, f[_PROCESS]) for f in fields]),
+            array("i", [self._id(self._status_ids, self.statuses, f[_STATUS]) for f in fields]),
+        )
+        for target, values in zip((self.batch, self.picked, self.start, self.elapsed, self.total, self.succeeded,
+                                   self.worker, self.status), columns, strict=True):
+            target.extend(values)
+        self.file.extend(array("i", [file_no]) * len(fields))
+        self.offset.extend(array("q", offsets))
+
+    @staticmethod
+    def _id(ids: dict[bytes, int], names: list[str], name: bytes) -> int:
+        found = ids.get(name)
+        if found is None:
+            found = ids[name] = len(names)
+            names.append(name.decode("utf-8", "replace"))
+        return found
 
     def attempt(self, i: int) -> Attempt:
         return Attempt(i, self.batch[i], self.picked[i], self.workers[self.worker[i]], self.start[i],
@@ -179,7 +190,7 @@ class AttemptIndex:
 
     def failed_indexes(self) -> list[int]:
         """Attempts that did not end RUN_DONE, by start time."""
-        done = self._status_ids.get(layout.STATUS_DONE, -1)
+        done = self._status_ids.get(layout.STATUS_DONE.encode(), -1)
         status = self.status
         return [i for i in self.order() if status[i] != done]
 
@@ -206,6 +217,27 @@ def _one_row(f: io.BufferedReader) -> list[str]:
             yield line.decode("utf-8", "replace")
 
     return next(csv.reader(lines()), [])
+
+
+def _join_quoted(lines: list[bytes], ends: list[int], start: int) -> tuple[list[bytes], list[int], int]:
+    """Records from lines where a quoted field (an error message) holds newlines: a record goes on
+    until its quotes balance. Returns the records, their offsets, and the bytes consumed (a record
+    whose quotes never balance is still being written: it is left for the next read)."""
+    records: list[bytes] = []
+    offsets: list[int] = []
+    i, consumed = 0, start
+    while i < len(lines):
+        first, quotes = i, lines[i].count(b'"')
+        i += 1
+        while quotes & 1 and i < len(lines):
+            quotes += lines[i].count(b'"')
+            i += 1
+        if quotes & 1:
+            break
+        records.append(b"\n".join(lines[first:i]))
+        offsets.append(consumed)
+        consumed = start + ends[i - 1]
+    return records, offsets, consumed
 
 
 class _Cache:

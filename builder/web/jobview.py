@@ -36,8 +36,8 @@ class Progress:
     failed: int
     pending: int
     running: int
-    items_succeeded: int
-    items_failed: int
+    items_succeeded: int | None  # None while a big job's records are read the first time
+    items_failed: int | None
     percent: float
     eta_seconds: float | None
     items_per_second: float | None
@@ -59,6 +59,61 @@ class _Live:
         self.samples: deque[tuple[float, int]] = deque(maxlen=240)
         self.lock = threading.Lock()
         self.was_final = False
+        self.warm = False  # the reader has read every record once: later reads are news only
+        self.warming = False
+
+    def counts(self, job_dir: Path) -> tuple[int | None, int, int, int, int, int | None, int | None]:
+        """(total, pending, running, done, failed, items succeeded, items failed) now.
+
+        A reader that has many records to read for the first time (a server opening a big job
+        midway) reads them in a background thread: meanwhile the mini-batch counts come from the
+        folder listings and the item counts are None."""
+        if self.lock.acquire(blocking=False):
+            try:
+                if self.warm or _finished_names(job_dir) <= SYNC_READ_LIMIT:
+                    c = self.reader.read()
+                    self.warm = True
+                    self.samples.append((time.monotonic(), c.done + c.failed))
+                    return c.total, c.pending, c.running, c.done, c.failed, c.items_succeeded, c.items_failed
+            finally:
+                self.lock.release()
+            self._warm_up()
+        return (*_listing_counts(job_dir), None, None)
+
+    def _warm_up(self) -> None:
+        if self.warming:
+            return
+        self.warming = True
+
+        def read() -> None:
+            with self.lock:
+                self.reader.read()
+                self.warm = True
+
+        threading.Thread(target=read, name="bepbuild-progress-warm-up", daemon=True).start()
+
+
+SYNC_READ_LIMIT = 5000  # done/failed records a request may read itself the first time
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _finished_names(job_dir: Path) -> int:
+    return len(_names(job_dir / layout.DONE_DIR)) + len(_names(job_dir / layout.FAILED_DIR))
+
+
+def _listing_counts(job_dir: Path) -> tuple[int | None, int, int, int, int]:
+    """(total, pending, running, done, failed) from the folder listings alone (no record read)."""
+    running = job_dir / layout.RUNNING_DIR
+    workers = os.listdir(running) if running.is_dir() else []
+    return (queue.total_count(job_dir), len(_names(job_dir / layout.PENDING_DIR)),
+            sum(len(_names(running / w)) for w in workers), len(_names(job_dir / layout.DONE_DIR)),
+            len(_names(job_dir / layout.FAILED_DIR)))
 
 
 _LIVE: OrderedDict[Path, _Live] = OrderedDict()
@@ -102,17 +157,13 @@ def progress(job: dict[str, Any]) -> Progress:
         live = None
     elif (job_dir / layout.QUEUE_DIR).is_dir():
         live = _live(job_dir, final)
-        with live.lock:
-            c = live.reader.read()
-            live.samples.append((time.monotonic(), c.done + c.failed))
-        total, done, failed, pending, running = c.total, c.done, c.failed, c.pending, c.running
-        ok, bad = c.items_succeeded, c.items_failed
+        total, pending, running, done, failed, ok, bad = live.counts(job_dir)
     else:
         total, done, failed, pending, running, ok, bad, live = job.get("mini_batches"), 0, 0, 0, 0, 0, 0, None
     finished = done + failed
     percent = 100.0 * finished / total if total else (100.0 if final else 0.0)
     span = ((ended or now) - started) if started else None
-    items_rate = (ok + bad) / span if span and span > 0 else None
+    items_rate = (ok + bad) / span if span and span > 0 and ok is not None and bad is not None else None
     eta = None
     if not final and total and live is not None:
         eta = _eta(live, finished, total, started, now)
@@ -125,10 +176,8 @@ def _eta(live: _Live, finished: int, total: int, started: float | None, now: flo
     remaining = total - finished
     if remaining <= 0:
         return 0.0
-    with live.lock:
-        samples = list(live.samples)
-    t_now = samples[-1][0]
-    window = [s for s in samples if t_now - s[0] <= RATE_WINDOW_SECONDS]
+    samples = list(live.samples)  # a deque copies atomically enough for an estimate
+    window = [s for s in samples if samples[-1][0] - s[0] <= RATE_WINDOW_SECONDS] if samples else []
     rate = None
     if len(window) >= 2 and window[-1][0] - window[0][0] >= 2.0 and window[-1][1] > window[0][1]:
         rate = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])

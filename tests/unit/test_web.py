@@ -236,3 +236,16 @@ def test_file_routes_refuse_paths_outside_the_job_folders(web: TestClient, cli: 
         r = web.get(url)
         assert r.status_code == 404, (url, r.status_code, r.text[:200])
         assert "root:" not in r.text and "not an input image" not in r.text
+
+
+def test_cancel_and_resume_refuse_as_the_cli_does(web: TestClient, cli: Cli, tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    name = cli.invoke("--input", str(tmp_path / "in"))["name"]
+    for verb in ("cancel", "resume"):
+        r = web.post(f"/jobs/{name}/{verb}")
+        assert r.status_code == 409, r.text
+        said = cli("job", verb, "--name", name, code=2).stderr.strip().removeprefix("error: ")
+        assert r.json()["error"]["message"] == said
+    r = web.post("/jobs/no-such-job/cancel")
+    assert r.status_code == 404 and r.json()["error"]["message"] == "job 'no-such-job' not found"

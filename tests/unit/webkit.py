@@ -125,3 +125,67 @@ def poll_job(client: httpx.Client, endpoint: str, name: str, timeout: float = 90
 
 def dumps(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True)
+
+
+def big_job(name: str, mini_batches: int, *, status: str = "Completed", pending: int = 0, done: int = 0,
+            attempts: int | None = None, workers: int = 8, prediction_rows: int = 0) -> dict[str, Any]:
+    """A job of `mini_batches` one-item mini-batches made on disk directly (no run): its record,
+    `pending`/`done` queue records, one attempts-CSV row per finished mini-batch (or `attempts`),
+    spread over `workers` workers, and an output file of `prediction_rows` rows."""
+    from bepbuild import config
+    from bepbuild.store import Store
+    from bepbuild_runtime import layout, queue, reports
+
+    job_dir = config.jobs_dir() / name
+    queue.ensure_dirs(job_dir)
+    (job_dir / layout.QUEUE_COUNT_FILE).write_text(f"{mini_batches}\n")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    t0 = time.time() - 3600
+    for folder, ids in ((layout.PENDING_DIR, range(mini_batches - pending, mini_batches)),
+                        (layout.DONE_DIR, range(done))):
+        for i in ids:
+            bid = layout.mini_batch_id(i)
+            rec = {"id": bid, "items": [f"img-{i:06d}.png"], "attempt": 0}
+            if folder == layout.DONE_DIR:
+                rec.update(status=layout.STATUS_DONE, worker="instance-0.0", total=1, succeeded=1, failed=0)
+            fd = os.open(job_dir / folder / f"{bid}.json", flags, 0o644)
+            os.write(fd, json.dumps(rec).encode())
+            os.close(fd)
+    rows = done if attempts is None else attempts
+    folder = job_dir / layout.LOG_ATTEMPTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for w in range(workers):
+        worker = f"instance-{w // 4}.{w % 4}"
+        with open(folder / f"{worker}.csv", "w", encoding="utf-8") as f:
+            f.write(",".join(layout.PROCESSED_COLUMNS) + "\n")
+            for i in range(w, rows, workers):
+                ok = i % 97 != 0
+                f.write(f"{layout.mini_batch_id(i)},1,{worker},{reports.now_iso(t0 + i * 0.01)},1,{int(ok)},"
+                        f"{int(not ok)},0.0800,0.0100,0.0700,{layout.STATUS_DONE if ok else layout.STATUS_EXCEPTION},"
+                        f"{'' if ok else 'UserError'},{'' if ok else 'ValueError: bad pixel'},"
+                        f"\"{{\"\"items\"\": [\"\"img-{i:06d}.png\"\"]}}\"\n")
+    out = job_dir / layout.OUTPUTS_DIR
+    out.mkdir(exist_ok=True)
+    if prediction_rows:
+        with open(out / "predictions.csv", "w") as f:
+            f.writelines(f"img-{i:06d}.png {i % 10} 0.9\n" for i in range(prediction_rows))
+    final = status in ("Completed", "Failed", "Canceled")
+    doc = {
+        "name": name, "endpoint": "big-ep", "deployment": "big-dpl", "status": status, "backend": "process",
+        "image": "bepbuild/big-ep/big-dpl:notbuilt", "scoring_script": "score.py", "job_dir": str(job_dir),
+        "settings": {"mini_batch_size": 1, "instance_count": 2, "max_concurrency_per_instance": 4,
+                     "output_action": "append_row", "output_file_name": "predictions.csv", "max_retries": 3,
+                     "timeout": 30, "error_threshold": -1, "logging_level": "info", "environment_variables": {}},
+        "input": {"path": str(job_dir / "no-inputs"), "type": "uri_folder"}, "input_root": str(job_dir / "no-inputs"),
+        "output_dir": str(out), "output_file": str(out / "predictions.csv"), "mini_batches": mini_batches,
+        "started_at": reports.now_iso(t0)[:19] + "Z",
+        **({"ended_at": reports.now_iso(t0 + rows * 0.01)[:19] + "Z",
+            "counts": {"mini_batches": mini_batches, "done": done, "failed": 0, "items_succeeded": done,
+                       "items_failed": 0}} if final else {}),
+    }
+    store = Store.open()
+    try:
+        store.add_job(name, doc)
+    finally:
+        store.close()
+    return doc
