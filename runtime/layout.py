@@ -61,6 +61,8 @@ LOG_PROGRESS_PREFIX = "logs/job_progress_overview."  # + yyyymmddhh + ".txt"
 LOG_RESULT = "logs/job_result.txt"
 LOG_ERROR = "logs/job_error.txt"
 LOG_HOST = "logs/host.txt"  # stdout/stderr of a detached host (invoke/resume --no-wait)
+INSTANCE_PID_SUFFIX = ".process.pid"  # control/<instance>.process.pid: a process-backend instance's pid
+INSTANCE_LOG_SUFFIXES = {"process": ".process.txt", "docker": ".container.txt"}  # logs/<instance><suffix>
 LOG_USER_STDOUT = "logs/user/stdout"  # /<instance>/<worker>.stdout.txt
 LOG_USER_STDERR = "logs/user/stderr"  # /<instance>/<worker>.stderr.txt
 LOG_USER_ERROR = "logs/user/error"  # /<instance>/<worker>.txt (tracebacks)
@@ -143,6 +145,16 @@ def worker_name(instance: str, number: int) -> str:
 def instance_of(worker: str) -> str:
     """The instance part of a worker name (the inverse of `worker_name`)."""
     return worker.rpartition(".")[0] or worker
+
+
+def instance_pid_file(instance: str) -> str:
+    """The job-folder-relative name of the pid file of process-backend instance `instance`."""
+    return f"{CONTROL_DIR}/{instance}{INSTANCE_PID_SUFFIX}"
+
+
+def instance_log(instance: str, backend: str) -> str:
+    """The job-folder-relative name of the log of what instance `instance` printed itself."""
+    return f"{LOGS_DIR}/{instance}{INSTANCE_LOG_SUFFIXES[backend]}"
 
 
 def path(job_dir: str | os.PathLike[str], *parts: str) -> str:

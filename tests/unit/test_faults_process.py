@@ -197,7 +197,7 @@ def test_a_stopped_supervisor_is_killed_after_the_progress_timeout_and_the_job_e
     register(NAPPING, mini_batch_size=1, max_concurrency_per_instance=2)
     names = make_inputs(tmp_path / "in", 30)
     job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "frozen")["job_dir"])
-    pid_file = job_dir / layout.CONTROL_DIR / "instance-0.process.pid"
+    pid_file = job_dir / layout.instance_pid_file("instance-0")
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and list((job_dir / layout.DONE_DIR).glob("*.json"))):
         assert time.monotonic() < deadline, "no mini-batch finished"
@@ -225,7 +225,7 @@ def test_a_host_that_was_paused_itself_kills_no_instance(tmp_path: Path, monkeyp
     register(NAPPING, mini_batch_size=1)
     names = make_inputs(tmp_path / "in", 30)
     job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "asleep")["job_dir"])
-    pid_file = job_dir / layout.CONTROL_DIR / "instance-0.process.pid"
+    pid_file = job_dir / layout.instance_pid_file("instance-0")
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and list((job_dir / layout.DONE_DIR).glob("*.json"))):
         assert time.monotonic() < deadline, "no mini-batch finished"
