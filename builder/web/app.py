@@ -178,9 +178,13 @@ def create_app(token: str, *, backend: str = "docker", server: Any = None) -> St
             return HTMLResponse(body, status_code=status)
         return error_json(status, type(exc).__name__, exc.line())
 
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        # As the CLI words a bug: one line (uvicorn logs the traceback).
+        return error_json(500, "InternalError", f"internal error: {type(exc).__name__}: {exc}")
+
     routes = routes_rest.routes() + routes_api.routes() + routes_pages.routes()
     routes.append(Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"))
-    app = Starlette(routes=routes, exception_handlers={BepbuildError: on_error},
+    app = Starlette(routes=routes, exception_handlers={BepbuildError: on_error, Exception: on_bug},
                     middleware=[Middleware(TokenGate, token=token)])
     app.state.templates = env
     app.state.token = token

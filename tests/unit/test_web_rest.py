@@ -176,3 +176,25 @@ def test_real_server_scoring_uri_invoke_and_stop(bepbuild_home: Path, tmp_path: 
     shown = json.loads(subprocess.run([str(BEPBUILD), "batch-endpoint", "show", "--name", ENDPOINT],
                                       capture_output=True, text=True, check=True).stdout)
     assert "scoring_uri" not in shown
+
+
+def test_a_failed_background_start_lets_the_job_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server lives on after a failed start: it must not keep the host lock the preparation took."""
+    from bepbuild.jobs import hostlock, service
+
+    register()
+    make_inputs(tmp_path / "in", 2)
+
+    def no_process(*args: Any, **kwargs: Any) -> None:
+        raise OSError(24, "Too many open files")
+
+    app = create_app(TOKEN, backend="process")
+    with monkeypatch.context() as m, TestClient(app, headers=AUTH, raise_server_exceptions=False) as web:
+        m.setattr(service.subprocess, "Popen", no_process)
+        r = web.post(URI, json=invoke_body(tmp_path / "in"))
+        assert r.status_code == 500
+        assert r.json()["error"]["message"] == "internal error: OSError: [Errno 24] Too many open files"
+        [job] = web.get(URI).json()["value"]
+    assert hostlock.held(Path(job["job_dir"])) is None
+    Cli()("job", "resume", "--name", job["name"], "-q")  # the job can be run after all
+    assert Cli().json("job", "show", "--name", job["name"])["status"] == "Completed"
