@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ class HostLock:
     @classmethod
     def acquire(cls, job_dir: Path) -> HostLock:
         """Take the lock, or raise ConflictError naming the host that holds it."""
-        fd = os.open(job_dir / layout.HOST_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(job_dir / layout.HOST_LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -72,6 +73,19 @@ class HostLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open that never follows a symbolic link at `path`: scoring containers may write in the job
+    folder, and a link they left there must not make a host (maybe root) write elsewhere. A link
+    found there is removed and a file made in its place."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    os.unlink(path)
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
 # Locks this process holds, by job folder: taken by a check (resume, invoke), used by the run.

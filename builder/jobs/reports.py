@@ -9,6 +9,8 @@ from typing import Any
 
 from bepbuild_runtime import layout
 
+from .hostlock import open_nofollow
+
 
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,8 +24,11 @@ def note(job_dir: Path, message: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = job_dir / layout.LOG_HOST
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(f"{stamp} host {os.getpid()}: {message}\n")
+    fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, f"{stamp} host {os.getpid()}: {message}\n".encode("utf-8", "backslashreplace"))
+    finally:
+        os.close(fd)
 
 
 def overview(job_dir: Path, job: dict[str, Any], counts: Any, instances: list[str]) -> None:

@@ -291,9 +291,12 @@ def run_detached(name: str, store: Store | None = None) -> int:
     lock = hostlock.held(job_dir)
     if lock is not None:
         cmd += ["--lock-fd", str(lock.fd)]
-    with open(job_dir / layout.LOG_HOST, "ab") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
+    log = hostlock.open_nofollow(job_dir / layout.LOG_HOST, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                                 env=os.environ.copy(), pass_fds=(lock.fd,) if lock is not None else ())
+    finally:
+        os.close(log)
     hostlock.release(job_dir)  # the background process holds it now
     return proc.pid
 

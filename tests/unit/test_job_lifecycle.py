@@ -262,3 +262,20 @@ def test_a_job_whose_host_died_before_writing_job_json_fails_in_one_line_and_can
     assert cli.json("job", "show", "--name", "bare")["status"] == "Failed"
     cli("job", "delete", "--name", "bare", "--yes")
     assert not job_dir.exists()
+
+
+def test_links_left_in_the_job_folder_are_never_written_through(tmp_path: Path) -> None:
+    """Scoring code may write in the job folder; a link it leaves at the host lock or the host log
+    must not make the host (perhaps root) truncate or append to the file it points to."""
+    register(NAPPING, mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 8)
+    job_dir = _kill_host_after("linked", tmp_path / "in", 1)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    for name in (layout.HOST_LOCK, layout.LOG_HOST):
+        (job_dir / name).unlink(missing_ok=True)
+        (job_dir / name).symlink_to(victim)
+    Cli().json("job", "resume", "--name", "linked", "--no-wait")
+    _assert_once(wait_final("linked", timeout=60), names)
+    assert victim.read_text() == "precious\n"
+    assert not (job_dir / layout.HOST_LOCK).is_symlink() and not (job_dir / layout.LOG_HOST).is_symlink()
