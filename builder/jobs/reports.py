@@ -12,11 +12,25 @@ from bepbuild_runtime import layout
 from .hostlock import open_nofollow
 
 
-def _write(path: Path, text: str) -> None:
+def write_file(path: Path, text: str) -> None:
+    """Replace `path` whole (a temp file, then a rename), never writing through a link."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)
+
+
+def _read_text(path: Path) -> str:
+    """A log a scoring container may have written: read only when it is a regular file, not a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
 
 
 def note(job_dir: Path, message: str) -> None:
@@ -45,7 +59,7 @@ def overview(job_dir: Path, job: dict[str, Any], counts: Any, instances: list[st
     ]
     if job.get("error"):
         lines.append(f"Error: {job['error']}")
-    _write(job_dir / f"{layout.LOG_PROGRESS_PREFIX}{stamp}.txt", "\n".join(lines) + "\n")
+    write_file(job_dir / f"{layout.LOG_PROGRESS_PREFIX}{stamp}.txt", "\n".join(lines) + "\n")
 
 
 def result(job_dir: Path, job: dict[str, Any]) -> None:
@@ -59,16 +73,16 @@ def result(job_dir: Path, job: dict[str, Any]) -> None:
             "Check logs/user/error/ for tracebacks of init()/run(), logs/sys/node/ for each mini-batch, "
             "and logs/sys/job_report/processed_mini-batches.csv for every attempt.\n"
         )
-    _write(job_dir / layout.LOG_RESULT, text)
+    write_file(job_dir / layout.LOG_RESULT, text)
     if status == "Failed":
-        _write(job_dir / layout.LOG_ERROR, f"{job.get('error') or 'failed'}\n" + _first_errors(job_dir))
+        write_file(job_dir / layout.LOG_ERROR, f"{job.get('error') or 'failed'}\n" + _first_errors(job_dir))
 
 
 def _first_errors(job_dir: Path, limit: int = 3) -> str:
     folder = job_dir / layout.LOG_USER_ERROR
     out = []
     for p in sorted(folder.rglob("*.txt")) if folder.exists() else []:
-        text = p.read_text(errors="replace").strip()
+        text = _read_text(p).strip()
         if text:
             out.append(f"--- {p.relative_to(job_dir)} ---\n{text[-2000:]}\n")
         if len(out) >= limit:
@@ -84,10 +98,14 @@ def processed_mini_batches(job_dir: Path) -> int:
     target = job_dir / layout.LOG_PROCESSED_MINI_BATCHES
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(".processed.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8") as out:
         out.write(header)
         for p in sorted(folder.glob("*.csv")) if folder.exists() else []:
-            with open(p, encoding="utf-8", errors="replace") as f:
+            try:
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:  # a link (or gone): not a log the runtime wrote
+                continue
+            with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
                 first = True
                 for line in f:
                     if first:

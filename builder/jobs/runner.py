@@ -48,9 +48,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
 
 
 def write_job(job_dir: Path, job: dict[str, Any]) -> None:
-    tmp = job_dir / f".{layout.JOB_FILE}.tmp"
-    tmp.write_text(json.dumps(job, indent=1, sort_keys=True))
-    os.replace(tmp, job_dir / layout.JOB_FILE)
+    reports.write_file(job_dir / layout.JOB_FILE, json.dumps(job, indent=1, sort_keys=True))
 
 
 def set_state(store: Store, job_dir: Path, job: dict[str, Any], **changes: Any) -> None:

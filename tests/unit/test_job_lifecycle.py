@@ -279,3 +279,36 @@ def test_links_left_in_the_job_folder_are_never_written_through(tmp_path: Path) 
     _assert_once(wait_final("linked", timeout=60), names)
     assert victim.read_text() == "precious\n"
     assert not (job_dir / layout.HOST_LOCK).is_symlink() and not (job_dir / layout.LOG_HOST).is_symlink()
+
+
+def test_the_host_neither_writes_nor_reads_its_logs_through_links(tmp_path: Path) -> None:
+    """Links a scoring script leaves where the host writes job.json and its logs, and among the logs
+    it copies into job_error.txt / processed_mini-batches.csv: never followed."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root's secret\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    # run() plants the links from inside (as a container could), then fails so that the job fails
+    register(f"""
+import os
+def run(mini_batch):
+    job = os.path.dirname(os.environ["AZUREML_BI_OUTPUT_PATH"])  # the default output folder is <job>/outputs
+    for name, target in ((".job.json.tmp", {str(victim)!r}),
+                         ("logs/.job_result.txt.tmp", {str(victim)!r}),
+                         ("logs/sys/job_report/.processed.tmp", {str(victim)!r}),
+                         ("logs/user/error/instance-0/planted.txt", {str(secret)!r}),
+                         ("logs/sys/job_report/attempts/planted.csv", {str(secret)!r})):
+        path = os.path.join(job, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.lexists(path):
+            os.symlink(target, path)
+    raise RuntimeError("failing on purpose")
+""", mini_batch_size=1, retry_settings={"max_retries": 1, "timeout": 30})
+    make_inputs(tmp_path / "in", 2)
+    job = Cli().invoke("--input", str(tmp_path / "in"), "--job-name", "planted", code=1)
+    job_dir = Path(job["job_dir"])
+    assert job["status"] == "Failed"
+    assert (job_dir / "logs/user/error/instance-0/planted.txt").is_symlink()  # the links were planted
+    assert victim.read_text() == "precious\n"
+    assert "root's secret" not in (job_dir / layout.LOG_ERROR).read_text()
+    assert "root's secret" not in (job_dir / layout.LOG_PROCESSED_MINI_BATCHES).read_text()
