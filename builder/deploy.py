@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, endpoints, environments, images, locking, registry
+from . import __version__, config, endpoints, environments, images, locking, naming, registry
 from .errors import BuildError, NotFoundError, SpecError, UserError
+from .hashing import tree_sha256
 from .render import MLFLOW_DRIVER, Rendered, RenderInput, render
 from .specs import BatchDeployment, EnvironmentSpec, InlineModel, Loaded, load_deployment, load_endpoint
 from .specs.conda import CondaFile
@@ -59,14 +60,10 @@ def map_base_image(image: str | None, override: str | None) -> str:
     return image
 
 
-def image_repo(endpoint: str, deployment: str) -> str:
-    return f"bepbuild/{endpoint}-{deployment}".lower()
-
-
 def _resolve_model(store: Store, loaded: Loaded[BatchDeployment]) -> dict[str, Any]:
     spec = loaded.spec
     if isinstance(spec.model, InlineModel):
-        name = spec.model.name or f"{spec.endpoint_name}-{spec.name}-model"
+        name = spec.model.name or naming.inline_model_name(spec.endpoint_name, spec.name)
         return registry.register_model(
             store, name=name, path=loaded.paths["model.path"], type=spec.model.type, version=spec.model.version,
             description=spec.model.description, tags=spec.model.tags, reuse_same_content=True,
@@ -82,7 +79,7 @@ def _resolve_environment(store: Store, loaded: Loaded[BatchDeployment], model: d
     spec = loaded.spec
     if isinstance(spec.environment, EnvironmentSpec):
         if spec.environment.name is None:
-            spec.environment.name = f"{spec.endpoint_name}-{spec.name}-env"
+            spec.environment.name = naming.inline_environment_name(spec.endpoint_name, spec.name)
         return registry.register_environment(store, loaded, spec.environment, prefix="environment.",
                                              reuse_same_content=True)
     if isinstance(spec.environment, str):
@@ -189,15 +186,15 @@ def prepare(
         model_path=Path(model["path"]), plan=plan, base=base, base_image=from_image, lock=lock, conda=base.conda,
         template_dir=opts.template_dir,
     )
-    context = context or config.home() / "contexts" / f"{spec.endpoint_name}-{spec.name}"
+    context = context or naming.context_dir(spec.endpoint_name, spec.name)
     rendered = render(inp, context)
-    tag = f"{image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
+    tag = f"{naming.image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
     return Prepared(loaded, model, env, plan, rendered, tag, notices, generated)
 
 
 def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
     build = env["build"]
-    tag = f"bepbuild/env-{env['name']}:{build['sha256'][:16]}".lower()
+    tag = f"{naming.environment_image_repo(env['name'])}:{build['sha256'][:16]}"
     images.build(Path(env["path"]), tag, network="host", backend=opts.backend, dockerfile=build["dockerfile_path"],
                  on_line=log, force=opts.force)
     return tag
@@ -294,37 +291,58 @@ def create(
     doc["notices"] = loaded.warnings + p.notices
     if register:
         try:
-            previous = store.get_deployment(spec.endpoint_name, spec.name).get("image")
+            before = store.get_deployment(spec.endpoint_name, spec.name)
         except NotFoundError:
-            previous = None
+            before = {}
+        # Earlier images of this deployment: the one it used until now, and those kept for jobs.
+        earlier = [t for t in dict.fromkeys([before.get("image"), *(before.get("retained_images") or [])])
+                   if t and t != result.tag]
+        doc["retained_images"] = earlier  # until pruned below: never forgotten if the pruning fails
         store.put_deployment(spec.endpoint_name, spec.name, doc)
         ep = store.get_endpoint(spec.endpoint_name)
         if set_default or not (ep.get("defaults") or {}).get("deployment_name"):
             endpoints.set_default(store, spec.endpoint_name, spec.name)
+        _removed, kept = prune_images(store, earlier, keep=result.tag)
+        if kept != earlier:
+            store.put_deployment(spec.endpoint_name, spec.name, doc | {"retained_images": kept})
         doc = store.get_deployment(spec.endpoint_name, spec.name) | {"built": result.built, "seconds": doc["seconds"]}
-        prune_previous_image(store, previous, keep=result.tag)
     return doc
 
 
-def prune_previous_image(store: Store, previous: str | None, keep: str) -> bool:
-    """Remove the image a deployment used before this deploy, when nothing refers to it any more.
+def prune_images(store: Store, earlier: Iterable[str], keep: str) -> tuple[list[str], list[str]]:
+    """Remove earlier images of a deployment that nothing refers to any more: (removed, kept).
 
-    Only the deployment's own previous tag is considered (never tags of other bepbuild homes), and
-    it is kept while another deployment here or any container (a running job) still uses it.
+    Only tags this deployment used are considered (never other tags of its repository: another
+    bepbuild home on the engine may use them). A tag is kept while a job of this home may still run
+    it (`pinning.held_images`: every docker job not Completed, since any other can be resumed) or a
+    container uses it; it is dropped from the list once another deployment here uses it (that
+    deployment's own redeploy considers it then) or it is gone.
     """
-    if not previous or previous == keep:
-        return False
-    in_use = {d.get("image") for ep in store.list_endpoints() for d in store.list_deployments(ep["name"])}
-    if previous in in_use:
-        return False
+    from .jobs.pinning import held_images
+
+    removed: list[str] = []
+    kept: list[str] = []
     try:
-        img_id = images.image_id(previous)
-        if img_id is None or images.engine().containers.list(all=True, filters={"ancestor": img_id}):
-            return False
-        images.remove_image(previous)
+        in_use = {d.get("image") for ep in store.list_endpoints() for d in store.list_deployments(ep["name"])}
+        held = held_images(store)
     except Exception:  # housekeeping must never fail a deploy
-        return False
-    return True
+        return removed, [t for t in earlier if t != keep]
+    for tag in dict.fromkeys(earlier):
+        if not tag or tag == keep or tag in in_use:
+            continue
+        try:
+            img_id = images.image_id(tag)
+            if img_id is None:
+                continue
+            if tag in held or img_id in held or images.engine().containers.list(all=True,
+                                                                                  filters={"ancestor": img_id}):
+                kept.append(tag)
+                continue
+            images.remove_image(tag)
+            removed.append(tag)
+        except Exception:  # housekeeping must never fail a deploy: try again at the next one
+            kept.append(tag)
+    return removed, kept
 
 
 def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
@@ -348,6 +366,10 @@ def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
     body["lock_sha256"] = _lock_digest(p)
     body["strategy"] = p.plan.strategy
     body["model_folder"] = Path(p.model["path"]).name
+    # What the process backend copies into each job (jobs/pinning.snapshot): the rendered code,
+    # checked against this hash, since a later build or a failed deploy renders over the context.
+    body["context"] = str(p.rendered.context)
+    body["code_sha256"] = tree_sha256(p.rendered.context / "code")
     body["provisioning_state"] = "Succeeded"
     return body
 

@@ -127,12 +127,17 @@ def download(
     output_name: Annotated[str, typer.Option("--output-name", help="score")] = "score",
     download_path: Annotated[str, typer.Option("--download-path", "-p")] = ".",
 ) -> None:
-    """Copy a job's outputs to DOWNLOAD_PATH/named-outputs/score/."""
+    """Copy a job's outputs (the whole folder tree) to DOWNLOAD_PATH/named-outputs/score/."""
     from pathlib import Path
 
     from ..jobs import service
+    from ._common import note, one_line
 
-    target = service.download(store(), name, output_name, Path(download_path))
+    target, skipped = service.download(store(), name, output_name, Path(download_path))
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        note(one_line(f"note: skipped {len(skipped)} link(s) or special file(s) not leading to a file inside the "
+                      f"outputs: {shown}"))
     typer.echo(str(target))
 
 

@@ -19,9 +19,12 @@ from typing import Any, Protocol
 
 from bepbuild_runtime import layout
 
-from ..errors import EngineError
+from .. import naming
+from ..errors import EngineError, JobError
 
 JOB_LABEL = "io.bepbuild.job"
+JOB_DIR_LABEL = "io.bepbuild.job-dir"
+INSTANCE_LABEL = "io.bepbuild.instance"
 
 
 @dataclass
@@ -32,9 +35,9 @@ class InstancePlan:
     job_dir: Path
     input_root: Path
     output_dir: Path
-    image: str
-    code_dir: Path  # process backend: the rendered context's code folder
-    model_dir: Path  # process backend: the folder holding <model-folder-name>/
+    image: str  # docker: the image id the job was invoked with (jobs/pinning)
+    code_dir: Path  # process backend: the job's snapshot of the deployed code
+    model_dir: Path  # process backend: the folder holding the snapshot's <model-folder-name>/
     scoring_script: str
     cpus: float | None = None
     memory: str | None = None
@@ -42,6 +45,7 @@ class InstancePlan:
     pids_limit: int = 4096
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # uid:gid for containers
+    image_name: str | None = None  # docker: the tag `image` had at invoke (for messages)
 
 
 class Backend(Protocol):
@@ -160,12 +164,18 @@ class DockerBackend:
     def start(self, plan: InstancePlan, instance: str) -> None:
         import docker
 
-        name = f"bepbuild-{plan.job[:36]}-{instance}"
+        name = naming.container_name(plan.job, plan.job_dir, instance)
+        labels = job_labels(plan)
         try:
             old = self.client.containers.get(name)
-            old.remove(force=True)
         except docker.errors.NotFound:
-            pass
+            old = None
+        if old is not None:
+            # A leftover of an earlier life of this job is replaced; anything else is not ours to remove.
+            if not _is_job_s(old, labels):
+                raise JobError(f"could not start {instance} of job {plan.job}: a container named {name} exists and "
+                               "is not this job's; remove or rename it")
+            old.remove(force=True)
         env = {
             **plan.env,
             layout.ENV_JOB_DIR: layout.CONTAINER_JOB_DIR,
@@ -189,15 +199,20 @@ class DockerBackend:
             str(plan.output_dir): {"bind": layout.CONTAINER_OUTPUT_DIR, "mode": "rw"},
         }
         try:
-            self.containers[instance] = self.client.containers.run(
+            # create + start, not run: run pulls a missing image from a registry (the network).
+            container = self.client.containers.create(
                 plan.image, detach=True, name=name, environment=env, volumes=volumes, network_mode="none",
                 user=plan.user or f"{layout.RUNTIME_UID}:{layout.RUNTIME_GID}", read_only=True,
                 tmpfs={"/tmp": "rw,exec,size=1g"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                pids_limit=plan.pids_limit, labels={JOB_LABEL: plan.job, "io.bepbuild.instance": instance},
+                pids_limit=plan.pids_limit, labels={**labels, INSTANCE_LABEL: instance},
                 shm_size="256m", **kwargs,
             )
+            self.containers[instance] = container
+            container.start()
         except docker.errors.ImageNotFound as e:
-            raise EngineError(f"image {plan.image} is gone; deploy the deployment again") from e
+            from .pinning import image_gone
+
+            raise JobError(image_gone(plan.job, plan.image_name or plan.image, plan.image)) from e
         except docker.errors.APIError as e:
             raise EngineError(f"could not start {instance}: {e.explanation or e}") from e
         self._exits.pop(instance, None)
@@ -266,7 +281,11 @@ class DockerBackend:
         except Exception:
             return
         target = plan.job_dir / layout.LOGS_DIR / f"{instance}.container.txt"
-        with open(target, "ab") as f:
+        try:  # never through a link: the container may write into the job folder
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return
+        with open(fd, "ab") as f:
             f.write(data)
 
     def running(self) -> list[str]:
@@ -346,14 +365,38 @@ def stop_job_processes(job_dir: Path, wait: float = 10.0) -> int:
     return len(killed)
 
 
-def remove_job_containers(job: str) -> int:
-    """Remove containers left by an earlier life of a job (before resuming it)."""
+def job_labels(plan: InstancePlan) -> dict[str, str]:
+    """The labels that make a container one of this job's: its name, and its folder (names repeat
+    across bepbuild homes on one engine, folders do not)."""
+    return {JOB_LABEL: plan.job, JOB_DIR_LABEL: str(Path(plan.job_dir).absolute())}
+
+
+def _is_job_s(container: Any, labels: dict[str, str]) -> bool:
+    """Whether `container` is one of the job's (`labels` from job_labels).
+
+    Containers made before the folder label existed carry the job's name only: they are the job's
+    when they mount its folder as the job folder.
+    """
+    have = container.labels or {}
+    if JOB_DIR_LABEL in have:
+        return have.get(JOB_DIR_LABEL) == labels[JOB_DIR_LABEL] and have.get(JOB_LABEL) == labels[JOB_LABEL]
+    if have.get(JOB_LABEL) != labels[JOB_LABEL]:
+        return False
+    mounts = (getattr(container, "attrs", None) or {}).get("Mounts") or []
+    return any(m.get("Destination") == layout.CONTAINER_JOB_DIR and m.get("Source") == labels[JOB_DIR_LABEL]
+               for m in mounts)
+
+
+def remove_job_containers(job: str, job_dir: Path) -> int:
+    """Remove containers left by an earlier life of a job (before resuming it); only the job's own."""
     from .. import images
 
+    labels = {JOB_LABEL: job, JOB_DIR_LABEL: str(Path(job_dir).absolute())}
     n = 0
     for c in images.engine().containers.list(all=True, filters={"label": f"{JOB_LABEL}={job}"}):
-        c.remove(force=True)
-        n += 1
+        if _is_job_s(c, labels):
+            c.remove(force=True)
+            n += 1
     return n
 
 

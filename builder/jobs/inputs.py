@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tarfile
 import urllib.parse
 import urllib.request
@@ -57,7 +58,8 @@ class InputSpec:
     root: Path  # folder the items are relative to (mounted read-only into instances)
     single: str | None = None  # uri_file: the one item
     url: str | None = None  # http(s) inputs: downloaded into the job folder first
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # links leading out of the folder
+    special: list[str] = field(default_factory=list)  # named pipes, sockets, devices in the folder
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.given, "type": self.type, "root": str(self.root), "url": self.url}
@@ -81,6 +83,9 @@ def resolve(store: Store, given: str, input_type: str | None) -> InputSpec:
     if not p.exists():
         raise UserError(f"There is no folder on target path: {given}")
     p = p.resolve()
+    what = special_kind(p)
+    if what:  # reading a pipe or a device could block or never end; neither is a file nor a folder
+        raise UserError(f"--input {given} is {what}, not a file or folder")
     kind = input_type or ("uri_file" if p.is_file() else "uri_folder")
     if kind == "uri_folder" and not p.is_dir():
         raise UserError(f"--input {given} is a file; use --input-type uri_file")
@@ -89,6 +94,16 @@ def resolve(store: Store, given: str, input_type: str | None) -> InputSpec:
             raise UserError(f"--input {given} is a folder; use --input-type uri_folder")
         return InputSpec(given, kind, p.parent, single=p.name)
     return InputSpec(given, kind, p)
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is when it is neither a regular file nor a folder ("a named pipe", ...), else None."""
+    mode = path.stat().st_mode
+    for test, what in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "a special file"
 
 
 def _looks_like_file(url: str) -> bool:
@@ -106,8 +121,15 @@ def items(spec: InputSpec) -> Iterator[str]:
     # checked apart. Sorted in memory: at 1M names that is ~0.3 s and ~70 MB (bench/scale.py),
     # and it keeps the queue (and so the output) in name order.
     links: list[os.DirEntry[str]] = []
+    names = []
     with os.scandir(root) as it:
-        names = [e.name for e in it if e.is_file(follow_symlinks=False) or (e.is_symlink() and links.append(e))]
+        for e in it:
+            if e.is_file(follow_symlinks=False):
+                names.append(e.name)
+            elif e.is_symlink():
+                links.append(e)
+            elif not e.is_dir(follow_symlinks=False):
+                spec.special.append(e.name)  # a pipe, socket or device: never opened
     for entry in links:
         target = Path(os.path.realpath(entry.path))
         if root not in target.parents or not target.is_file():
@@ -160,7 +182,7 @@ def download(spec: InputSpec, dest: Path) -> None:
         elif tarfile.is_tarfile(target):
             with tarfile.open(target) as t:
                 _check_unpacked_size(spec.url, sum(m.size for m in t.getmembers()), limit)
-                t.extractall(folder, filter="data")
+                _safe_extract_tar(t, folder)
         else:
             shutil.move(str(target), folder / name)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
@@ -176,6 +198,41 @@ def _check_unpacked_size(url: str, size: int, limit: int) -> None:
     if size > limit:
         raise UserError(f"--input {url}: the archive unpacks to {size} bytes, more than the limit of {limit} bytes "
                         "(BEPBUILD_MAX_DOWNLOAD_BYTES)")
+
+
+def _safe_extract_tar(t: tarfile.TarFile, dest: Path) -> None:
+    """Unpack regular files and folders that stay inside `dest`; any other member is refused.
+
+    Checked here whatever the Python: a link (even one that stays inside) could be followed by a
+    later member or by the scoring code, and tarfile's own filters exist only on newer builds
+    (3.12, and backports from 3.8.17/3.11.4; Debian's 3.11.2 has none and refuses `filter=`).
+    """
+    base = dest.resolve()
+    members = t.getmembers()
+    for m in members:
+        name = m.name
+        target = (base / name).resolve()
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or (target != base and base not in target.parents):
+            raise tarfile.TarError(f"member {name!r} would land outside the input folder")
+        if not (m.isfile() or m.isdir()):
+            raise tarfile.TarError(f"member {name!r} is not a regular file or folder")
+    if hasattr(tarfile, "data_filter"):
+        t.extractall(dest, members=members, filter="data")
+        return
+    # No filters in this tarfile: write the members ourselves (no owner, mode bits or times taken
+    # from the archive, and nothing but files and folders).
+    for m in members:
+        target = base / m.name
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = t.extractfile(m)
+        assert source is not None
+        with source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        if m.mode & 0o100:
+            os.chmod(target, 0o755)
 
 
 def _safe_extract_zip(z: zipfile.ZipFile, dest: Path) -> None:

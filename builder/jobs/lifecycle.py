@@ -17,7 +17,7 @@ from bepbuild_runtime import layout, queue
 from .. import config
 from ..errors import BepbuildError, ConflictError, JobError, UserError
 from ..store import Store
-from . import hostlock, inputs, runner
+from . import hostlock, inputs, pinning, runner
 
 
 def resume(store: Store, name: str) -> Path:
@@ -41,6 +41,7 @@ def resume(store: Store, name: str) -> Path:
         for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
             (job_dir / flag).unlink(missing_ok=True)
         doc = runner.read_job(job_dir)
+        pinning.check_runnable(doc)  # the image or snapshot it was invoked with, or one line: it is gone
         if queue.total_count(job_dir) is None:
             _prepare_again(store, job_dir, doc)
         doc.update(status="Queued", error=None)

@@ -22,7 +22,7 @@ from bepbuild_runtime import settings as runtime_settings
 
 from ..errors import EngineError, JobError, UserError
 from ..store import Store
-from . import reports
+from . import outputs, pinning, reports
 from .backends import Backend, InstancePlan, instance_name, make, remove_job_containers, stop_job_processes
 from .hostlock import host_lock, release
 
@@ -60,10 +60,11 @@ def set_state(store: Store, job_dir: Path, job: dict[str, Any], **changes: Any) 
 def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
     res = job.get("resources") or {}
     return InstancePlan(
-        job=job["name"], job_dir=job_dir, input_root=Path(job["input_root"]), output_dir=Path(job["output_dir"]),
-        image=job["image"], code_dir=Path(job["code_dir"]), model_dir=Path(job["model_dir"]),
+        job=job["name"], job_dir=job_dir, input_root=Path(job["input_root"]),
+        output_dir=Path(job.get("instance_output_dir") or job["output_dir"]),
+        image=job.get("image_id") or job["image"], code_dir=Path(job["code_dir"]), model_dir=Path(job["model_dir"]),
         scoring_script=job["scoring_script"], cpus=res.get("cpus"), memory=res.get("memory"),
-        gpus=int(res.get("gpus") or 0), user=job.get("container_user"),
+        gpus=int(res.get("gpus") or 0), user=job.get("container_user"), image_name=job["image"],
     )
 
 
@@ -165,6 +166,7 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     # fault; an instance that died on its own had its claims charged by the host that saw it die.
     stop_leftovers(job, job_dir)
     queue.release_instance(job_dir)
+    pinning.check_runnable(job)  # the image or snapshot the job was invoked with, never another one
     backend: Backend = make(job["backend"])
     plan = plan_for(job, job_dir)
     if job.get("status") != "Running":
@@ -291,7 +293,7 @@ def stop_leftovers(job: dict[str, Any], job_dir: Path) -> None:
     """Stop the instances an earlier life of the job left behind: they outlive a killed host (own
     sessions, detached containers), and two lives of one instance would share its worker folders."""
     if job.get("backend") == "docker":
-        remove_job_containers(job["name"])
+        remove_job_containers(job["name"], job_dir)
     else:
         stop_job_processes(job_dir)
 
@@ -301,6 +303,9 @@ def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.Que
     """Merge outputs and write the final status and logs."""
     settings = job["settings"]
     set_state(store, job_dir, job, status="Finalizing")
+    published = outputs.publish(job)  # what containers wrote for a folder the user made (outputs.py)
+    if published:
+        set_state(store, job_dir, job, notices=[*(job.get("notices") or []), *published])
     reports.processed_mini_batches(job_dir)
     drained = queue.is_drained(job_dir)
     if outcome is None and not drained:

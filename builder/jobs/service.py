@@ -24,7 +24,7 @@ from ..specs import Settings
 from ..specs.loader import Located, validate
 from ..specs.overrides import apply, parse_assignment
 from ..store import Store
-from . import hostlock, inputs, runner
+from . import hostlock, inputs, outputs, pinning, runner
 
 # Azure's rule for job names (they also name folders and containers).
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
@@ -107,19 +107,6 @@ def _yaml_scalar(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _output_dir(req: InvokeRequest, job_dir: Path) -> Path:
-    if not req.output_path:
-        return job_dir / layout.OUTPUTS_DIR
-    path = req.output_path
-    if path.startswith("azureml://datastores/"):
-        rest = path[len("azureml://datastores/"):]
-        store_name, _, sub = rest.partition("/paths/")
-        return config.home() / "datastores" / store_name / sub.strip("/")
-    if "://" in path:
-        raise UserError(f"--output-path {path}: give a local folder or azureml://datastores/<name>/paths/<path>")
-    return Path(path).expanduser().resolve()
-
-
 def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     """Create a job folder and queue for an invoke; the caller then runs or detaches it."""
     ep = store.get_endpoint(req.endpoint)
@@ -132,6 +119,8 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
             "(batch-endpoint update --set defaults.deployment_name=NAME) or pass --deployment-name"
         )
     dep = store.get_deployment(req.endpoint, deployment)
+    if req.backend == "process":
+        pinning.check_deployed(store, dep)  # before any job exists: a refusal leaves nothing behind
     # Names ignore case: the job records them as they were first given.
     req.endpoint, deployment = ep["name"], dep.get("name") or deployment
     settings = _settings(dep, req)
@@ -147,7 +136,7 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     resources = _resources(store, dep, settings)
     spec = inputs.resolve(store, req.input, req.input_type)
     job_dir = config.jobs_dir() / name
-    out_dir = _output_dir(req, job_dir)
+    out_dir = outputs.output_dir(req.output_path, job_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output-path {out_dir} is a file; give a folder")
     out_file = out_dir / settings["output_file_name"] if settings["output_action"] == "append_row" else None
@@ -157,20 +146,24 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         raise UserError("--output-path is the input folder: outputs would become inputs of the next job")
     if job_dir.exists():
         raise ConflictError(f"job folder exists: {job_dir}")
-    context = config.home() / "contexts" / f"{req.endpoint}-{deployment}"
+    # Pinned now: a resume runs this image, or this snapshot, whatever is deployed then (pinning.py).
+    image_id = pinning.pin_image(dep, req.endpoint, deployment) if req.backend == "docker" else None
+    snapshot = job_dir / pinning.SNAPSHOT_DIR
     job: dict[str, Any] = {
-        "name": name, "endpoint": req.endpoint, "deployment": deployment, "image": dep["image"],
+        "name": name, "endpoint": req.endpoint, "deployment": deployment, "image": dep["image"], "image_id": image_id,
         "backend": req.backend, "status": "Queued", "settings": settings,
         "scoring_script": dep["code_configuration"]["scoring_script"],
         "input": spec.to_json(), "input_root": str(spec.root), "output_dir": str(out_dir),
         "output_file": str(out_file) if out_file else None, "job_dir": str(job_dir),
-        "code_dir": str(context / "code"), "model_dir": str(context / "model"), "resources": resources,
-        "experiment_name": req.endpoint, "created_at": runner._now(),
+        "code_dir": str(snapshot / "code"), "model_dir": str(snapshot / "model"), "resources": resources,
+        "experiment_name": req.experiment_name or req.endpoint, "created_at": runner._now(),
     }
     _create_job_folder(store, job_dir, job)
     try:
         runner.write_job(job_dir, job)
         runner.set_state(store, job_dir, job, status="Preparing")
+        if req.backend == "process":
+            pinning.snapshot(store, dep, job_dir)
         if spec.url:
             inputs.download(spec, job_dir / layout.INPUTS_DIR)
             job["input_root"] = str(spec.root)
@@ -219,16 +212,21 @@ def _write_queue(store: Store, job_dir: Path, job: dict[str, Any], spec: inputs.
     if count == 0:
         raise UserError(f"--input {given}: no files to score")
     out_dir = Path(job["output_dir"])
+    made = own_output or not os.path.lexists(out_dir)  # only a folder made here may change owner
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--output-path {out_dir}: cannot create the folder: {e.strerror}") from None
-    job["container_user"] = _share_with_containers(job_dir, out_dir, own_output)
+    user, staging = outputs.share_with_containers(job_dir, out_dir, made=made, backend=job["backend"])
+    job["container_user"] = user
     notes = []
     if spec.skipped:
         notes.append(f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder")
+    if spec.special:
+        notes.append(f"skipped {len(spec.special)} special file(s) in the input folder (named pipes, sockets, "
+                     "devices)")
     runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
-                     container_user=job["container_user"])
+                     container_user=user, instance_output_dir=str(staging) if staging else None)
 
 
 def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
@@ -245,25 +243,6 @@ def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> d
             f"({c.get('max_instances')})"
         )
     return {"compute": compute, "cpus": c.get("cpus"), "memory": c.get("memory"), "gpus": c.get("gpus", 0)}
-
-
-def _share_with_containers(job_dir: Path, out_dir: Path, own_output: bool) -> str:
-    """The uid:gid scoring containers run as, and the job folder handed to it.
-
-    A non-root host user runs containers as itself. When the host user is root, containers still
-    run as a fixed non-root user, and the job folder (and an output folder bepbuild made) are given
-    to that user so that its writes succeed.
-    """
-    if os.getuid() != 0:
-        return f"{os.getuid()}:{os.getgid()}"
-    uid, gid = layout.RUNTIME_UID, layout.RUNTIME_GID
-    for root, dirs, files in os.walk(job_dir):
-        os.chown(root, uid, gid)
-        for n in dirs + files:
-            os.lchown(os.path.join(root, n), uid, gid)
-    if own_output or not any(out_dir.iterdir()):
-        os.chown(out_dir, uid, gid)
-    return f"{uid}:{gid}"
 
 
 def job_dir_of(store: Store, name: str) -> Path:
@@ -301,20 +280,12 @@ def run_detached(name: str, store: Store | None = None) -> int:
     return proc.pid
 
 
-def download(store: Store, name: str, output_name: str, dest: Path) -> Path:
-    """Copy a job's outputs like `az ml job download --output-name score`."""
+def download(store: Store, name: str, output_name: str, dest: Path) -> tuple[Path, list[str]]:
+    """Copy a job's outputs like `az ml job download --output-name score`: (the folder, links skipped)."""
     job = store.get_job(name)
     if output_name not in ("score", "default"):
         raise UserError(f"--output-name must be score (the only output of a model deployment), got {output_name!r}")
-    target = dest / "named-outputs" / "score"
-    target.mkdir(parents=True, exist_ok=True)
-    src = Path(job["output_dir"])
-    if not src.exists():
-        raise NotFoundError(f"job {name} has no outputs at {src}")
-    for p in sorted(src.iterdir()):
-        if p.is_file():
-            shutil.copy2(p, target / p.name)
-    return target
+    return outputs.download(job, dest)
 
 
 def show(store: Store, name: str) -> dict[str, Any]:

@@ -208,14 +208,15 @@ class Deployed:
 
 @pytest.fixture
 def deploy(home: Path, tmp_path: Path) -> Callable[..., Deployed]:
-    """Write and deploy a small deployment with `script` as its scoring script; a unique endpoint per call."""
+    """Write and deploy a small deployment with `script` as its scoring script; a unique endpoint per
+    call unless `endpoint` is given (deploying to it again is a redeploy)."""
 
     def make(script: str, *, deployment: str = "test-dpl", instance_count: int = 1, compute: str | None = None,
-             **settings: Any) -> Deployed:
-        endpoint = f"bt-{uuid.uuid4().hex[:10]}"
-        folder = tmp_path / endpoint
-        (folder / "code").mkdir(parents=True)
-        (folder / "model").mkdir()
+             endpoint: str | None = None, **settings: Any) -> Deployed:
+        endpoint = endpoint or f"bt-{uuid.uuid4().hex[:10]}"
+        folder = tmp_path / f"{endpoint}.{deployment}"
+        (folder / "code").mkdir(parents=True, exist_ok=True)
+        (folder / "model").mkdir(exist_ok=True)
         (folder / "model" / "weights.txt").write_text("0.5\n")
         (folder / "code" / "score.py").write_text(textwrap.dedent(script))
         (folder / "conda.yaml").write_text(CONDA)

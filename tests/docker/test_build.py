@@ -25,7 +25,7 @@ import docker.errors
 import pytest
 from registry import LocalRegistry
 
-from bepbuild import config, images
+from bepbuild import config, images, naming
 from bepbuild import deploy as deploying
 from bepbuild.store import Store
 
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "data" / "tiny"
 TORCH = REPO / "examples" / "mnist" / "deployment-torch" / "deployment.yml"
-TINY_REPO = deploying.image_repo("bepbuild-tiny", "tiny-dpl")
+TINY_REPO = naming.image_repo("bepbuild-tiny", "tiny-dpl")
 BEPBUILD = Path(sys.executable).parent / "bepbuild"  # the console script next to this interpreter
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 DEBIAN_WHEELS = "usr/share/python-wheels/"

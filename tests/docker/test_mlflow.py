@@ -42,7 +42,7 @@ pytestmark = pytest.mark.docker
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("mlflow-home")
     yield home
-    images = subprocess.run([DOCKER, "images", "-q", "--filter", f"reference=bepbuild/{ENDPOINT}-*"],
+    images = subprocess.run([DOCKER, "images", "-q", "--filter", f"reference=bepbuild/{ENDPOINT.lower()}/*"],
                             capture_output=True, text=True).stdout.split()
     if images:
         subprocess.run([DOCKER, "rmi", "-f", *sorted(set(images))], capture_output=True)

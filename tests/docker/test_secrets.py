@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from jobkit import BEPBUILD, DOCKER
 
-from bepbuild import config, images
+from bepbuild import config, images, naming
 
 pytestmark = pytest.mark.docker
 
@@ -217,7 +217,7 @@ def test_index_credentials_and_ca_stay_out_of_the_image(private_index: Index, tm
             assert s.decode() not in history and s.decode() not in inspect
 
         # the build context sent to the engine (its wheels/ are bind-mounted, never copied) and the lock
-        context = bepbuild_home / "contexts" / f"{endpoint}-secret-dpl"
+        context = naming.context_dir(endpoint, "secret-dpl")
         assert (context / "Dockerfile").is_file()
         for s in secrets:
             assert files_holding(context, s, skip=("wheels/",)) == [], s

@@ -232,13 +232,16 @@ def test_symlinks_out_of_the_input_folder_are_skipped_not_followed(tmp_path: Pat
     result = CliRunner().invoke(app, ["batch-endpoint", "invoke", "--name", ENDPOINT, "--backend", "process",
                                       "--input", str(inp), "-q", "-o", "json"])
     assert result.exit_code == 0, result.stderr
-    assert result.stderr.splitlines() == ["note: skipped 4 symbolic link(s) leading outside the input folder"]
+    assert result.stderr.splitlines() == ["note: skipped 4 symbolic link(s) leading outside the input folder",
+                                          "note: skipped 1 special file(s) in the input folder (named pipes, sockets, "
+                                          "devices)"]
     job = json.loads(result.stdout)
     assert job["status"] == "Completed" and job["counts"]["items_succeeded"] == 3
     output = Path(job["output_file"]).read_text()
     assert "SECRET" not in output
     assert sorted(output.splitlines()) == ['item-a "a.txt"', 'item-a "inner-link.txt"', 'item-b "b.txt"']
-    assert job["notices"] == ["skipped 4 symbolic link(s) leading outside the input folder"]
+    assert job["notices"] == ["skipped 4 symbolic link(s) leading outside the input folder",
+                              "skipped 1 special file(s) in the input folder (named pipes, sockets, devices)"]
 
 
 def jobs_left() -> list[str]:

@@ -1,14 +1,15 @@
 """Jobs end to end on the process backend: invoke, show/list, cancel, overrides and refusals.
 
-No engine: the deployment row is put straight into the store and its rendered context (code and
-model under BEPBUILD_HOME/contexts/<endpoint>-<deployment>) is written by hand, which is all
-`jobs.service.invoke` and the process backend read. Scoring scripts are pure stdlib and return lists.
+No engine: the model is registered, the deployment row is put straight into the store and its
+rendered code (under `naming.context_dir`) is written by hand, which is all `jobs.service.invoke`
+and the process backend read. Scoring scripts are pure stdlib and return lists.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -20,8 +21,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bepbuild import config, endpoints
+from bepbuild import config, endpoints, naming, registry
 from bepbuild.cli import app
+from bepbuild.hashing import tree_sha256
 from bepbuild.jobs import runner
 from bepbuild.store import Store
 from bepbuild_runtime import layout
@@ -61,14 +63,23 @@ def register(script: str = SCRIPT, *, endpoint: str = ENDPOINT, deployment: str 
     try:
         if not store.has_endpoint(endpoint):
             endpoints.create(store, None, name=endpoint)
-        context = config.home() / "contexts" / f"{endpoint}-{deployment}"
-        (context / "code").mkdir(parents=True)
+        source = config.home() / "model-sources" / f"{endpoint}.{deployment}" / "model"
+        source.mkdir(parents=True, exist_ok=True)
+        (source / "weights.txt").write_text("42\n")
+        model = registry.register_model(store, name=naming.inline_model_name(endpoint, deployment), path=source,
+                                        reuse_same_content=True)
+        context = naming.context_dir(endpoint, deployment)  # a redeploy renders over the same folder
+        (context / "code").mkdir(parents=True, exist_ok=True)
         (context / "code" / "score.py").write_text(textwrap.dedent(script))
-        (context / "model" / "model").mkdir(parents=True)
-        (context / "model" / "model" / "weights.txt").write_text("42\n")
+        (context / "model" / "model").mkdir(parents=True, exist_ok=True)
+        for f in Path(model["path"]).iterdir():  # hard links to the registry's files, as render makes them
+            (context / "model" / "model" / f.name).unlink(missing_ok=True)
+            os.link(f, context / "model" / "model" / f.name)
         store.put_deployment(endpoint, deployment, {
             "name": deployment, "endpoint_name": endpoint, "type": "model",
-            "image": f"bepbuild/{endpoint}-{deployment}:notbuilt",
+            "image": f"{naming.image_repo(endpoint, deployment)}:notbuilt",
+            "model": f"azureml:{model['name']}:{model['version']}", "model_folder": "model",
+            "context": str(context), "code_sha256": tree_sha256(context / "code"),
             "code_configuration": {"code": str(context / "code"), "scoring_script": "score.py"},
             "settings": settings(**setting_overrides), "resources": {"instance_count": 1, "properties": {}},
         })

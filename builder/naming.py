@@ -1,0 +1,65 @@
+"""Names derived from endpoints, deployments and jobs: folders, image repositories, containers, assets.
+
+Every derived name is decided here, and each is injective: two different (endpoint, deployment)
+pairs, or two different jobs, never share one. Endpoint and deployment names are letters, digits
+and '-' (Azure's rule), so joining them with '-' is ambiguous (`abc-def` + `ghi` and `abc` +
+`def-ghi`); the parts are joined with a character neither can hold ('/' in folders and image
+repository paths, '.' in asset names). Endpoint and deployment names ignore case, so derived names
+are lower-cased: two spellings of one resource share its names, as they should.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from . import config
+
+_CONTAINER_JOB_CHARS = 40
+_CONTAINER_HASH_CHARS = 16
+
+
+def context_dir(endpoint: str, deployment: str) -> Path:
+    """The build context of a deployment: `BEPBUILD_HOME/contexts/endpoints/<endpoint>/<deployment>`.
+
+    The extra `endpoints/` level keeps these apart from contexts of earlier versions
+    (`contexts/<endpoint>-<deployment>`): such a folder can never be the parent of a new one.
+    """
+    return config.home() / "contexts" / "endpoints" / endpoint.lower() / deployment.lower()
+
+
+def image_repo(endpoint: str, deployment: str) -> str:
+    """The image repository of a deployment: `bepbuild/<endpoint>/<deployment>` (tags are content hashes)."""
+    return f"bepbuild/{endpoint}/{deployment}".lower()
+
+
+def environment_image_repo(environment: str) -> str:
+    """The repository of an environment built from a Docker build context (`bepbuild/env-<name>`).
+
+    Two path components, so never a deployment's repository (three). Asset names may hold what a
+    repository may not ('_' or '.' at an end, runs of them, upper case): those become '-'. Names
+    that map to one repository are harmless here, since the tag is the build context's hash.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", environment.lower()).strip("-")[:100].strip("-") or "env"
+    return f"bepbuild/env-{slug}"
+
+
+def inline_model_name(endpoint: str, deployment: str) -> str:
+    """The registered name of a deployment's inline model that has no name of its own."""
+    return f"{endpoint}.{deployment}-model".lower()
+
+
+def inline_environment_name(endpoint: str, deployment: str) -> str:
+    """The registered name of a deployment's inline environment that has no name of its own."""
+    return f"{endpoint}.{deployment}-env".lower()
+
+
+def container_name(job: str, job_dir: Path, instance: str) -> str:
+    """The container of one instance of a job: unique per job folder (so per home and job).
+
+    Job names may be 255 characters long and two may share any prefix: the readable prefix is
+    followed by a hash of the job folder, which is what identifies the job on this engine.
+    """
+    digest = hashlib.sha256(str(Path(job_dir).absolute()).encode()).hexdigest()[:_CONTAINER_HASH_CHARS]
+    return f"bepbuild-{job[:_CONTAINER_JOB_CHARS]}-{digest}-{instance}"
