@@ -148,7 +148,8 @@ def download(spec: InputSpec, dest: Path) -> None:
     name = name.replace("/", "_").replace("\0", "_")  # %2F..%2F must not climb out of `dest`
     if name in ("", ".", ".."):
         name = "input"
-    target = dest / name
+    # A folder input is unpacked (or moved) into dest/data: its download must have another name.
+    target = dest / (name if spec.type == "uri_file" else f".download-{os.getpid()}")
     limit = max_download_bytes()
     try:
         with urllib.request.urlopen(spec.url, timeout=download_timeout()) as resp, open(target, "wb") as out:

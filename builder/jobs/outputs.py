@@ -133,7 +133,7 @@ def publish(job: dict[str, Any]) -> list[str]:
                 left.append((rel / name).as_posix())
                 continue
             _move_no_overwrite(p, target)
-            os.chown(target, owner.st_uid, owner.st_gid)
+            os.lchown(target, owner.st_uid, owner.st_gid)
     if not left:
         return []
     shown = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")

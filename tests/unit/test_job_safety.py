@@ -369,3 +369,19 @@ def test_http_tar_inputs_unpack_with_or_without_tarfile_filters(
     assert not outside.exists() and not (tmp_path / "absolute.txt").exists()
     assert not list(config.home().parent.rglob("escaped.txt"))
 
+
+
+def test_an_http_folder_input_named_like_the_unpack_folder_is_scored(
+    http_server: tuple[str, dict[str, tuple[bytes, bool]]],  # noqa: F811
+) -> None:
+    """The download and the folder it is unpacked or moved into are two names, whatever the URL's."""
+    from hostile_names import ECHO
+
+    register(ECHO)
+    url, routes = http_server
+    routes["/data"] = (b"item-data", True)
+    routes["/archive/data"] = (tarred({"one.txt": b"item-1"}), True)
+    job = Cli().invoke("--input", f"{url}/data", "--input-type", "uri_folder")
+    assert lines(job["output_file"]) == ['item-data "data"']
+    job = Cli().invoke("--input", f"{url}/archive/data", "--input-type", "uri_folder")
+    assert lines(job["output_file"]) == ['item-1 "one.txt"']
