@@ -40,12 +40,27 @@ def write_all(fd: int, data: bytes) -> None:
 def write_atomic(path: str, data: bytes, tmp_dir: str) -> None:
     """Write `path` so readers see the old file or the whole new one (tmp in `tmp_dir`, rename)."""
     tmp = os.path.join(tmp_dir, layout.TMP_PREFIX + os.path.basename(path))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         write_all(fd, data)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def open_nofollow(path: str, flags: int, mode: int = 0o666) -> int:
+    """os.open that never follows a symbolic link at `path`, replacing one by a new file.
+
+    Scoring code writes in the job folder; the host (perhaps root) writes there too, and a link left
+    where it writes must not send its bytes elsewhere.
+    """
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    os.unlink(path)
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
 
 
 def unlink_quiet(path: str) -> None:

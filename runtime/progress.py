@@ -6,13 +6,14 @@ stop. All are read-only on the queue except merge_results, which writes only the
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from . import layout
-from ._fs import JSON, is_claim, listdir, total_count, unlink_quiet
+from ._fs import JSON, is_claim, listdir, open_nofollow, total_count, unlink_quiet
 
 
 def _any_entry(folder: str, pred: Any = is_claim) -> bool:
@@ -134,7 +135,7 @@ def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLik
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.merging-{os.getpid()}")
     try:
-        with open(tmp, "wb") as dst:
+        with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as dst:
             for name in names:
                 _copy_lines(layout.path(job, layout.RESULTS_DIR, name), dst)
         _publish(tmp, out)
@@ -145,7 +146,13 @@ def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLik
 
 def _copy_lines(src_path: str, dst: Any) -> None:
     last = b"\n"
-    with open(src_path, "rb") as src:
+    try:
+        fd = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # the runtime writes results as files: a link was put there by someone else
+            raise OSError(errno.ELOOP, "a result file is a symbolic link, not merged", src_path) from None
+        raise
+    with os.fdopen(fd, "rb") as src:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
             last = chunk[-1:]

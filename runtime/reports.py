@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import layout
+from ._fs import open_nofollow
 
 USER_ERROR = "UserError"  # run()/init() raised or ran too long
 SYSTEM_ERROR = "SystemError"  # the worker process was lost
@@ -30,12 +31,12 @@ def now_iso(t: float | None = None) -> str:
 
 
 def open_append(path: str) -> int:
-    """An O_APPEND descriptor on `path`, creating its folder."""
+    """An O_APPEND descriptor on `path`, creating its folder (never through a link at `path`)."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        return open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        return open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
 def append_text(path: str, text: str) -> None:

@@ -322,6 +322,10 @@ def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.Que
                 job["merged"] = True
             except FileExistsError as e:  # another job wrote the same output file meanwhile
                 outcome, error = "Failed", str(e)
+            except OSError as e:
+                if e.errno != errno.ELOOP:  # a result replaced by a link (queue.merge_results)
+                    raise
+                outcome, error = "Failed", f"{e.strerror}: {e.filename}"
     status = outcome or "Completed"
     summary = (f"{counts.done + counts.failed} mini-batches ({counts.failed} failed); items: "
                f"{counts.items_succeeded} succeeded, {counts.items_failed} failed")

@@ -243,3 +243,36 @@ def test_a_host_that_was_paused_itself_kills_no_instance(tmp_path: Path, monkeyp
     assert sorted(lines(job["output_file"])) == names
     assert {r["Status"] for r in processed_rows(job)} == {layout.STATUS_DONE}
     assert "No progress update" not in (job_dir / layout.LOG_HOST).read_text()
+
+
+def test_queue_writes_never_follow_a_link_and_a_linked_result_fails_the_merge(tmp_path: Path) -> None:
+    """The host requeues a dead worker's claims through its folder and appends to its logs; a result
+    replaced by a link would copy whatever it points to into the output. None of it is followed."""
+    job = tmp_path / "job"
+    (job / layout.JOB_FILE).parent.mkdir(parents=True)
+    (job / layout.JOB_FILE).write_text(json.dumps({"settings": {"max_retries": 3}}))
+    queue.write_queue(job, ["a", "b"], 1)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    first = queue.Claimer(job, "dead.0").claim()
+    folder = Path(queue.worker_dir(job, "dead.0"))
+    (folder / f"{layout.TMP_PREFIX}{first['id']}.json").symlink_to(victim)  # where requeue writes its temp file
+    log = job / layout.LOG_ATTEMPTS_DIR / "dead.0.csv"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(victim)
+    assert queue.requeue_worker(job, "dead.0", "instance exited") == {first["id"]: "requeued"}
+    assert victim.read_text() == "precious\n"
+    assert json.loads((job / layout.PENDING_DIR / f"{first['id']}.json").read_text())["attempt"] == 1
+    # a result replaced by a link is not merged
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root's secret\n")
+    claimer = queue.Claimer(job, "i.0")
+    for _ in range(2):
+        batch = claimer.claim()
+        queue.complete(job, "i.0", batch, f"{batch['items'][0]} row\n", 1)
+    result = job / layout.RESULTS_DIR / f"{first['id']}{layout.RESULT_SUFFIX}"
+    result.unlink()
+    result.symlink_to(secret)
+    with pytest.raises(OSError, match="symbolic link"):
+        queue.merge_results(job, tmp_path / "out" / "predictions.csv")
+    assert not (tmp_path / "out" / "predictions.csv").exists()
