@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ._common import OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, new_app, store
+from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, store
+from ._refused import refuse
 
 app = new_app("Jobs: one per invoke, named by a GUID unless --job-name is given.")
 
@@ -49,6 +50,8 @@ def list_(
     ] = None,
     max_results: Annotated[int | None, typer.Option("--max-results", "-r")] = None,
     all_results: Annotated[bool, typer.Option("--all-results", help="Accepted: every job is listed.")] = False,
+    include_archived: Annotated[bool, typer.Option("--include-archived", help="Archived jobs too.")] = False,
+    archived_only: Annotated[bool, typer.Option("--archived-only", help="Only archived jobs.")] = False,
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
@@ -57,8 +60,38 @@ def list_(
     if parent_job_name:  # a local job is its own scoring step (Azure's batchscoring child)
         emit([s.get_job(parent_job_name)], output, query, "job")
         return
-    emit(s.list_jobs(endpoint=endpoint_name, deployment=deployment_name, status=status, limit=max_results),
-         output, query, "job")
+    archived = "only" if archived_only else "include" if include_archived else "exclude"
+    emit(s.list_jobs(endpoint=endpoint_name, deployment=deployment_name, status=status, limit=max_results,
+                     archived=archived), output, query, "job")
+
+
+@app.command("update")
+@guarded
+def update(name: NameOpt, set_: SetOpt = None, output: OutputOpt = "json", query: QueryOpt = None) -> None:
+    """Change a job's description, display_name, tags or experiment_name."""
+    from ..updates import update_job
+
+    emit(update_job(store(), name, set_ or []), output, query, "job")
+
+
+@app.command("archive")
+@guarded
+def archive(name: NameOpt) -> None:
+    """Hide a job from `job list` (its folder and outputs stay)."""
+    from ..updates import archive_job
+
+    archive_job(store(), name, True)
+    typer.echo(f"archived job {name}", err=True)
+
+
+@app.command("restore")
+@guarded
+def restore(name: NameOpt) -> None:
+    """Show an archived job in `job list` again."""
+    from ..updates import archive_job
+
+    archive_job(store(), name, False)
+    typer.echo(f"restored job {name}", err=True)
 
 
 @app.command("cancel")
@@ -153,3 +186,11 @@ def logs(name: NameOpt) -> None:
         if f.exists():
             typer.echo(f"== {f.name}\n{f.read_text()}")
     typer.echo(f"logs: {d}")
+
+
+_ONLY_BATCH = "only batch endpoint jobs run locally: start one with bepbuild batch-endpoint invoke"
+refuse(app, "create", _ONLY_BATCH)
+refuse(app, "validate", _ONLY_BATCH)
+_LOGS = "their logs are in the job folder (bepbuild job logs)"
+refuse(app, "show-services", f"local jobs expose no services; {_LOGS}")
+refuse(app, "connect-ssh", f"local jobs take no SSH connections; {_LOGS}")

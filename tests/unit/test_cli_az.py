@@ -18,7 +18,8 @@ def test_deployment_list_jobs_and_job_list_filters(tmp_path: Path) -> None:
     names = cli("batch-deployment", "list-jobs", "--name", DEPLOYMENT, "--endpoint-name", ENDPOINT,
                 "--query", "[].name", "-o", "tsv").stdout.split()
     assert names == ["job-a"]
-    assert [j["name"] for j in cli.json("batch-deployment", "list-jobs", "-n", "other-dpl", "-e", ENDPOINT)] == ["job-b"]
+    other = cli.json("batch-deployment", "list-jobs", "-n", "other-dpl", "-e", ENDPOINT)
+    assert [j["name"] for j in other] == ["job-b"]
     cli("batch-deployment", "list-jobs", "--name", "nope-dpl", "--endpoint-name", ENDPOINT, code=2)
     assert [j["name"] for j in cli.json("job", "list", "--deployment-name", "other-dpl")] == ["job-b"]
     assert [j["name"] for j in cli.json("job", "list", "--status", "Completed")] == ["job-b", "job-a"]
@@ -138,3 +139,79 @@ def test_azure_workspace_options_are_accepted_and_ignored(tmp_path: Path) -> Non
                            "-w", "my-ws", "--subscription", "0000", "--query", "name", "-o", "tsv"],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "ws-ep\n", proc.stderr
+
+
+def test_update_verbs_change_only_what_may_change(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.bin").write_bytes(b"1")
+    cli = Cli()
+    created = cli.json("model", "create", "--name", "mu", "--path", "m")
+    up = cli.json("model", "update", "--name", "mu", "--set", "description=better", "--set", "tags.stage=prod")
+    assert up["description"] == "better" and up["tags"] == {"stage": "prod"} and up["sha256"] == created["sha256"]
+    res = cli("model", "update", "--name", "mu", "--set", "path=/etc", code=2)
+    assert "path of a model cannot be changed" in res.stderr
+    assert cli.json("model", "show", "--name", "mu")["path"] == created["path"]
+    cli("model", "update", "--name", "mu", code=2)
+
+    cli("compute", "create", "-n", "cc", "--max-instances", "2")
+    assert cli.json("compute", "update", "-n", "cc", "--max-instances", "4")["max_instances"] == 4
+    cli("compute", "update", "-n", "cc", "--set", "max_instances=0", code=2)
+    assert cli.json("compute", "show", "-n", "cc")["max_instances"] == 4
+
+
+def test_job_update_archive_restore(tmp_path: Path) -> None:
+    cli = Cli()
+    register()
+    make_inputs(tmp_path / "in", 2)
+    cli.invoke("--input", str(tmp_path / "in"), "--job-name", "job-u")
+    assert cli.json("job", "update", "--name", "job-u", "--set", "tags.team=ml")["tags"] == {"team": "ml"}
+    cli("job", "update", "--name", "job-u", "--set", "status=Completed", code=2)
+    cli("job", "archive", "--name", "job-u")
+    assert cli.json("job", "list") == []
+    assert [j["name"] for j in cli.json("job", "list", "--archived-only")] == ["job-u"]
+    cli("job", "restore", "--name", "job-u")
+    assert [j["name"] for j in cli.json("job", "list")] == ["job-u"]
+
+
+def test_verbs_without_a_local_meaning_say_why_in_one_line() -> None:
+    cli = Cli()
+    for args in (("job", "create", "--file", "job.yml"), ("job", "connect-ssh", "-n", "x"),
+                 ("model", "share", "--name", "m", "--registry-name", "r"), ("data", "mount", "--path", "x"),
+                 ("compute", "list-sizes"), ("compute", "attach", "--file", "c.yml"), ("environment", "share")):
+        res = cli(*args, code=2)
+        assert res.stderr.startswith(f"error: bepbuild {args[0]} {args[1]}: "), res.stderr
+
+
+def test_invoke_takes_inputs_yml_json_inputs_and_an_experiment_name(tmp_path: Path) -> None:
+    cli = Cli()
+    register()
+    make_inputs(tmp_path / "in", 3)
+    (tmp_path / "inputs.yml").write_text(
+        f"inputs:\n  heart_data:\n    type: uri_folder\n    path: {tmp_path / 'in'}\n"
+        f"outputs:\n  scores:\n    type: uri_folder\n    path: {tmp_path / 'out'}\n")
+    job = cli.invoke("--file", str(tmp_path / "inputs.yml"), "--experiment-name", "exp-1")
+    assert job["status"] == "Completed" and job["experiment_name"] == "exp-1"
+    assert Path(job["output_file"]) == tmp_path / "out" / "predictions.csv"
+    job2 = cli.invoke("--inputs", '{"x": {"type": "uri_folder", "path": "%s"}}' % (tmp_path / "in"))
+    assert job2["status"] == "Completed" and job2["experiment_name"] == job2["endpoint"]
+    (tmp_path / "literal.yml").write_text(f"inputs:\n  d:\n    path: {tmp_path / 'in'}\n  mode:\n    type: string\n"
+                                          "    default: append\n")
+    def refused(*args: str) -> str:
+        return cli("batch-endpoint", "invoke", "--name", ENDPOINT, "--backend", "process", *args, code=2).stderr
+
+    res = refused("--file", str(tmp_path / "literal.yml"))
+    assert "literal inputs are for pipeline deployments" in res
+    assert "exactly one" in refused("--inputs", '{"a": {"path": "x"}, "b": {"path": "y"}}')
+    assert "not valid JSON" in refused("--inputs", "{oops")
+    assert "give the input once" in refused("--input", "x", "--file", str(tmp_path / "inputs.yml"))
+    assert "required" in refused()
+
+
+def test_endpoint_update_add_and_remove_are_refused_in_one_line() -> None:
+    cli = Cli()
+    cli("batch-endpoint", "create", "--name", "upd-ep")
+    assert "--set" in cli("batch-endpoint", "update", "-n", "upd-ep", "--add", "tags.a=b", code=2).stderr
+    cli("batch-endpoint", "update", "-n", "upd-ep", "--remove", "tags.a", code=2)
+    assert cli.json("batch-endpoint", "update", "-n", "upd-ep", "--set", "description=seven",
+                    "--force-string")["description"] == "seven"
