@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..render import MLFLOW_DRIVER
-from .paths import IMAGE_SUFFIXES, relative
+from .paths import IMAGE_SUFFIXES, own_output_folder, relative
 
 PAGE_ROWS = 50
 MAX_LISTED_FILES = 1000
@@ -42,11 +42,16 @@ class OutputFile:
 
 def list_files(job: dict[str, Any], limit: int = MAX_LISTED_FILES) -> tuple[list[OutputFile], bool]:
     """The files of the job's output folder (recursively, hidden temp files aside), and whether the
-    list was cut at `limit`."""
+    list was cut at `limit`. A folder the user chose (--output-path) may hold anything of theirs:
+    of it only the job's output file is listed."""
     root = Path(job.get("output_dir") or "")
     out: list[OutputFile] = []
     if not root.is_dir():
         return out, False
+    if not own_output_folder(job):
+        path = Path(job.get("output_file") or "")
+        rel = relative(root, path) if job.get("output_file") and path.is_file() else None
+        return ([OutputFile(rel, path.stat().st_size)] if rel else []), False
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for n in sorted(names):

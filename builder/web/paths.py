@@ -4,7 +4,9 @@ A relative path from a URL is joined onto the folder, resolved (symbolic links f
 collapsed) and must still lie inside the folder's resolved path: `../`, absolute paths, encoded
 traversals and links leading out all end outside and are refused. Input files are sent only as
 images (thumbnails) and only when they are inputs of the job: the input folder is the user's, not
-bepbuild's, and a uri_file input's folder holds files the user never handed in.
+bepbuild's, and a uri_file input's folder holds files the user never handed in. Likewise an output
+folder the user chose (`--output-path`) is theirs: of it only the job's output file is sent; the
+whole output folder only when it is the job's own (`<job>/outputs`).
 """
 
 from __future__ import annotations
@@ -51,9 +53,23 @@ def job_file(job: dict[str, Any], area: str, rel: str) -> Path:
     """The file `rel` of the job's `area` folder, or NotFoundError (never a file outside it)."""
     root = area_root(job, area)
     target = inside(root, rel)
-    if target is None or (area == "input" and not _is_input_image(job, rel, target)):
+    if (target is None or (area == "input" and not _is_input_image(job, rel, target))
+            or (area == "output" and not own_output_folder(job) and target != _resolved(job.get("output_file")))):
         raise NotFoundError(f"no file {rel!r} in the {area} folder of job {job.get('name')}")
     return target
+
+
+def _resolved(path: Any) -> Path | None:
+    try:
+        return Path(path).resolve(strict=True) if path else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def own_output_folder(job: dict[str, Any]) -> bool:
+    """The job's output folder lies inside its job folder (no --output-path was given)."""
+    out, job_dir = _resolved(job.get("output_dir")), _resolved(job.get("job_dir"))
+    return out is not None and job_dir is not None and out.is_relative_to(job_dir)
 
 
 def _is_input_image(job: dict[str, Any], rel: str, target: Path) -> bool:

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from . import catalog, jobview, outputs
 from .app import TOKEN_PARAM, render, store
+from .paths import own_output_folder, relative
 
 
 def _int(request: Request, name: str, default: int = 0) -> int:
@@ -57,13 +58,10 @@ def outputs_page(request: Request) -> HTMLResponse:
     files, cut = outputs.list_files(job)
     page = outputs.predictions_page(job, _int(request, "page"))
     out_dir = Path(job.get("output_dir") or "")
-    output_rel = None
-    if job.get("output_file"):
-        from .paths import relative
-
-        output_rel = relative(out_dir, Path(job["output_file"]))
+    output_rel = relative(out_dir, Path(job["output_file"])) if job.get("output_file") else None
     return render(request, "outputs.html", job=job, files=files, cut=cut, page=page, output_rel=output_rel,
-                  separator=outputs.separator(job), page_rows=outputs.PAGE_ROWS, active="jobs")
+                  separator=outputs.separator(job), page_rows=outputs.PAGE_ROWS,
+                  own_folder=own_output_folder(job), active="jobs")
 
 
 def routes() -> list[Route]:

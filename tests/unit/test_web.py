@@ -249,3 +249,22 @@ def test_cancel_and_resume_refuse_as_the_cli_does(web: TestClient, cli: Cli, tmp
         assert r.json()["error"]["message"] == said
     r = web.post("/jobs/no-such-job/cancel")
     assert r.status_code == 404 and r.json()["error"]["message"] == "job 'no-such-job' not found"
+
+
+def test_an_output_folder_the_user_chose_shows_only_the_jobs_output_file(
+        web: TestClient, cli: Cli, tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 3)
+    mine = tmp_path / "my-folder"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "diary.txt").write_text("private")
+    (mine / "taxes.csv").write_text("private")
+    job = cli.invoke("--input", str(tmp_path / "in"), "--output-path", str(mine))
+    assert Path(job["output_file"]).parent == mine
+    page = web.get(f"/jobs/{job['name']}/outputs").text
+    assert "predictions.csv" in text(page) and "3 rows" in text(page)
+    assert "diary" not in page and "taxes" not in page
+    assert web.get(f"/jobs/{job['name']}/files/output/predictions.csv").status_code == 200
+    for rel in ("taxes.csv", "notes/diary.txt", "./taxes.csv"):
+        r = web.get(f"/jobs/{job['name']}/files/output/{rel}")
+        assert r.status_code == 404 and "private" not in r.text, rel
