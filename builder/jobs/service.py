@@ -276,7 +276,7 @@ def run_detached(name: str, store: Store | None = None) -> int:
                                 env=os.environ.copy(), pass_fds=(lock.fd,) if lock is not None else ())
     finally:
         os.close(log)
-    hostlock.release(job_dir)  # the background process holds it now
+        hostlock.release(job_dir)  # the background process holds it now, or none does: it did not start
     return proc.pid
 
 
