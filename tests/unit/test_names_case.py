@@ -125,3 +125,14 @@ def test_migration_keeps_every_record_and_renames_case_duplicates() -> None:
     assert store.conn.execute("SELECT count(*) FROM deployments WHERE endpoint = 'abc-2'").fetchone()[0] == 0
     store.close()
     Store.open().close()  # opening again migrates nothing
+
+
+def test_azureml_references_ignore_case(tmp_path: Path) -> None:
+    cli = Cli()
+    register()
+    make_inputs(tmp_path / "in", 4)
+    cli("data", "create", "--name", "Sample-Data", "--path", str(tmp_path / "in"))
+    job = cli.invoke("--input", "azureml:SAMPLE-DATA@latest")
+    assert job["status"] == "Completed" and job["counts"]["items_succeeded"] == 4
+    job = cli.invoke("--input", "azureml:sample-data:1")
+    assert job["status"] == "Completed"
