@@ -220,6 +220,10 @@ def _write_queue(store: Store, job_dir: Path, job: dict[str, Any], spec: inputs.
     user, staging = outputs.share_with_containers(job_dir, out_dir, made=made, backend=job["backend"])
     job["container_user"] = user
     notes = []
+    capped = (job.get("resources") or {}).get("capped_from")
+    if capped:
+        notes.append(f"instance_count {capped} is more than compute {job['resources']['compute']}'s max_instances: "
+                     f"running {job['settings']['instance_count']} instances")
     if spec.skipped:
         notes.append(f"skipped {len(spec.skipped)} symbolic link(s) leading outside the input folder")
     if spec.special:
@@ -237,12 +241,12 @@ def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> d
         c = store.get_compute(compute)
     except NotFoundError:
         return {"compute": compute}
-    if settings["instance_count"] > int(c.get("max_instances", 1)):
-        raise UserError(
-            f"instance_count {settings['instance_count']} is more than compute {compute}'s max_instances "
-            f"({c.get('max_instances')})"
-        )
-    return {"compute": compute, "cpus": c.get("cpus"), "memory": c.get("memory"), "gpus": c.get("gpus", 0)}
+    out = {"compute": compute, "cpus": c.get("cpus"), "memory": c.get("memory"), "gpus": c.get("gpus", 0)}
+    limit = int(c.get("max_instances", 1))
+    if settings["instance_count"] > limit:  # as Azure: a cluster never grows past its max_instances
+        out["capped_from"] = settings["instance_count"]
+        settings["instance_count"] = limit
+    return out
 
 
 def job_dir_of(store: Store, name: str) -> Path:

@@ -215,3 +215,22 @@ def test_endpoint_update_add_and_remove_are_refused_in_one_line() -> None:
     cli("batch-endpoint", "update", "-n", "upd-ep", "--remove", "tags.a", code=2)
     assert cli.json("batch-endpoint", "update", "-n", "upd-ep", "--set", "description=seven",
                     "--force-string")["description"] == "seven"
+
+
+def test_instance_count_is_capped_by_the_computes_max_instances(tmp_path: Path) -> None:
+    from bepbuild.store import Store
+
+    cli = Cli()
+    register()
+    cli("compute", "create", "-n", "small-cluster", "--max-instances", "2")
+    store = Store.open()
+    dep = store.get_deployment(ENDPOINT, DEPLOYMENT)
+    store.put_deployment(ENDPOINT, DEPLOYMENT, {**dep, "compute": "small-cluster"})
+    store.close()
+    make_inputs(tmp_path / "in", 6)
+    res = cli("batch-endpoint", "invoke", "--name", ENDPOINT, "--backend", "process", "--input", str(tmp_path / "in"),
+              "--instance-count", "5", "--mini-batch-size", "1")
+    assert "instance_count 5 is more than compute small-cluster's max_instances: running 2 instances" in res.stderr
+    job = cli.json("job", "list")[0]
+    assert job["status"] == "Completed" and job["settings"]["instance_count"] == 2
+    assert job["counts"]["items_succeeded"] == 6
