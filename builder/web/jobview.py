@@ -61,24 +61,34 @@ class _Live:
         self.was_final = False
         self.warm = False  # the reader has read every record once: later reads are news only
         self.warming = False
+        self.last: tuple[float, tuple[int | None, int, int, int, int, int | None, int | None]] | None = None
 
     def counts(self, job_dir: Path) -> tuple[int | None, int, int, int, int, int | None, int | None]:
         """(total, pending, running, done, failed, items succeeded, items failed) now.
 
         A reader that has many records to read for the first time (a server opening a big job
         midway) reads them in a background thread: meanwhile the mini-batch counts come from the
-        folder listings and the item counts are None."""
+        folder listings and the item counts are None. Counts younger than FRESH_SECONDS are
+        answered again (a page and its first live update ask one after the other)."""
+        if self.last is not None and time.monotonic() - self.last[0] < FRESH_SECONDS:
+            return self.last[1]
+        listing = None
         if self.lock.acquire(blocking=False):
             try:
-                if self.warm or _finished_names(job_dir) <= SYNC_READ_LIMIT:
+                if not self.warm:
+                    listing = _listing_counts(job_dir)
+                if self.warm or listing[3] + listing[4] <= SYNC_READ_LIMIT:  # type: ignore[index]
                     c = self.reader.read()
                     self.warm = True
-                    self.samples.append((time.monotonic(), c.done + c.failed))
-                    return c.total, c.pending, c.running, c.done, c.failed, c.items_succeeded, c.items_failed
+                    now = time.monotonic()
+                    self.samples.append((now, c.done + c.failed))
+                    counts = (c.total, c.pending, c.running, c.done, c.failed, c.items_succeeded, c.items_failed)
+                    self.last = (now, counts)
+                    return counts
             finally:
                 self.lock.release()
             self._warm_up()
-        return (*_listing_counts(job_dir), None, None)
+        return (*(listing or _listing_counts(job_dir)), None, None)
 
     def _warm_up(self) -> None:
         if self.warming:
@@ -94,6 +104,7 @@ class _Live:
 
 
 SYNC_READ_LIMIT = 5000  # done/failed records a request may read itself the first time
+FRESH_SECONDS = 0.5
 
 
 def _names(folder: Path) -> list[str]:
@@ -101,10 +112,6 @@ def _names(folder: Path) -> list[str]:
         return [n for n in os.listdir(folder) if n.endswith(".json") and not n.startswith(".")]
     except FileNotFoundError:
         return []
-
-
-def _finished_names(job_dir: Path) -> int:
-    return len(_names(job_dir / layout.DONE_DIR)) + len(_names(job_dir / layout.FAILED_DIR))
 
 
 def _listing_counts(job_dir: Path) -> tuple[int | None, int, int, int, int]:
