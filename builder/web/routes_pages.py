@@ -7,6 +7,7 @@ while the job runs.
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 from starlette.requests import Request
@@ -26,8 +27,8 @@ def _int(request: Request, name: str, default: int = 0) -> int:
 
 
 def index(request: Request) -> Response:
-    token = request.query_params.get(TOKEN_PARAM, "")
-    return RedirectResponse(f"/endpoints?{TOKEN_PARAM}={token}", status_code=307)
+    query = urllib.parse.urlencode({TOKEN_PARAM: request.query_params.get(TOKEN_PARAM, "")})
+    return RedirectResponse(f"/endpoints?{query}", status_code=307)
 
 
 def endpoints_page(request: Request) -> HTMLResponse:

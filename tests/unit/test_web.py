@@ -268,3 +268,12 @@ def test_an_output_folder_the_user_chose_shows_only_the_jobs_output_file(
     for rel in ("taxes.csv", "notes/diary.txt", "./taxes.csv"):
         r = web.get(f"/jobs/{job['name']}/files/output/{rel}")
         assert r.status_code == 404 and "private" not in r.text, rel
+
+
+def test_links_keep_a_token_with_url_characters() -> None:
+    token = "a&b=c#d?e/f+g%h 0123456789"
+    with TestClient(create_app(token, backend="process")) as client:
+        r = client.get("/", params={"token": token})
+        assert r.status_code == 200 and r.url.path == "/endpoints"
+        for link in re.findall(r'(?:href|src)="([^"]+)"', r.text):
+            assert client.get(link.replace("&amp;", "&")).status_code == 200, link
