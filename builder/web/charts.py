@@ -29,6 +29,8 @@ LEFT, RIGHT, TOP, BOTTOM = 52, 16, 14, 34
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:  # short jobs: tenths (or thousandths) of a second
+        return f"{seconds:.1f}s" if seconds >= 1 or seconds == 0 else f"{seconds:.3g}s"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -137,7 +139,8 @@ def timeline(index: AttemptIndex, claims: Sequence[Claim], *, now: float | None 
     lane = {w: k for k, w in enumerate(workers)}
     starts = [index.start[i] for i in shown] + [c.since for c in claims]
     ends = [index.start[i] + index.elapsed[i] for i in shown] + ([now] if claims else [])
-    t0, t1 = min(starts), max(max(ends), min(starts) + 1.0)
+    t0 = min(starts)
+    t1 = max(max(ends), t0 + 0.001)  # a job of milliseconds still fills the width
     lane_h, left = 20, 120
     height = TOP + lane_h * len(workers) + BOTTOM
     plot_w = W - left - RIGHT
