@@ -117,6 +117,7 @@ def test_jobs_page_filters_by_endpoint_deployment_and_status(web: TestClient, cl
     assert names() == ["job-c", "job-b", "job-a"]
     assert names(endpoint=ENDPOINT) == ["job-b", "job-a"]
     assert names(endpoint=ENDPOINT, deployment="other-dpl") == ["job-b"]
+    assert names(endpoint=ENDPOINT.upper(), deployment="Other-DPL") == ["job-b"]  # names ignore case
     assert names(deployment=DEPLOYMENT) == ["job-c", "job-a"]  # a deployment of that name in any endpoint
     assert names(status="Completed") == ["job-c", "job-b", "job-a"]
     assert names(status="Failed") == []
