@@ -4,10 +4,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ..jobs import hostlock, lifecycle, service
+from ..jobs import lifecycle, service
 from ..store import Store
 
 
@@ -15,7 +14,7 @@ def invoke_detached(store: Store, req: service.InvokeRequest) -> dict[str, Any]:
     """`bepbuild batch-endpoint invoke --no-wait`: prepare the job, run it in the background (which
     takes over the host lock the preparation holds)."""
     job = service.invoke(store, req)
-    _run_detached(store, job["name"])
+    service.run_detached(job["name"], store)
     return store.get_job(job["name"])
 
 
@@ -27,15 +26,5 @@ def cancel(store: Store, name: str) -> dict[str, Any]:
 def resume_detached(store: Store, name: str) -> dict[str, Any]:
     """`bepbuild job resume --no-wait`."""
     lifecycle.resume(store, name)  # holds the job's host lock, for the run below
-    _run_detached(store, name)
+    service.run_detached(name, store)
     return store.get_job(name)
-
-
-def _run_detached(store: Store, name: str) -> None:
-    """service.run_detached; should it fail, the host lock the preparation took is let go here: a
-    CLI process would drop it by exiting, the server lives on and would block the job's resume."""
-    try:
-        service.run_detached(name, store)
-    except BaseException:
-        hostlock.release(Path(store.get_job(name)["job_dir"]))
-        raise
