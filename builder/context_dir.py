@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import config
 from .errors import UserError
-from .hashing import FIXED_MTIME, file_sha256
+from .hashing import FIXED_MTIME, file_sha256, is_stamped, stamp
 
 CONTEXT_MARKER = ".bepbuild-context"
 
@@ -87,7 +87,7 @@ def holds(target: Path, src: Path, data_hash: str) -> bool:
 
 
 def _is_settled(st: os.stat_result, mode: int) -> bool:
-    return stat.S_IMODE(st.st_mode) == mode and int(st.st_mtime) == FIXED_MTIME
+    return stat.S_IMODE(st.st_mode) == mode and is_stamped(st)
 
 
 def place(src: Path, target: Path, mode: int) -> None:
@@ -130,7 +130,7 @@ def _replace(target: Path, fill: Callable[[Path], None]) -> None:
 
 def _fix(path: Path, mode: int) -> None:
     os.chmod(path, mode)
-    os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    stamp(path)  # a time of its own per content: BuildKit re-sends a file only when size or time changed
 
 
 def _registered(src: Path) -> bool:

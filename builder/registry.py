@@ -19,7 +19,7 @@ import yaml
 
 from . import config
 from .errors import SpecError, UserError
-from .hashing import FIXED_MTIME, is_executable, read_only_mode, tree_sha256, walk_files
+from .hashing import is_executable, read_only_mode, stamp, tree_sha256, walk_files
 from .specs import AssetRef, EnvironmentSpec, Loaded
 from .specs.common import check_asset_name, check_asset_version
 from .store import Store
@@ -95,7 +95,7 @@ def _stage(src: Path, what: str) -> Path:
             shutil.copy2(src, dest)
         for p in walk_files(dest):
             os.chmod(p, read_only_mode(is_executable(p)))
-            os.utime(p, (FIXED_MTIME, FIXED_MTIME))
+            stamp(p)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, OSError):

@@ -88,7 +88,7 @@ def test_seed_flow(tmp_path: Path) -> None:
         cwd=work,
     )
     torch_dep = json.loads(out.stdout)
-    assert torch_dep["image"].startswith("bepbuild/mnist-batch-mnist-torch-dpl:")
+    assert torch_dep["image"].startswith("bepbuild/mnist-batch/mnist-torch-dpl:")
     ep = json.loads(bep("batch-endpoint", "show", "--name", endpoint, cwd=work).stdout)
     assert ep["defaults"]["deployment_name"] == "mnist-torch-dpl"
     # 5. show
