@@ -10,6 +10,8 @@ this package is baked into every image. Modules:
 - settings: the deployment settings in job.json, with Azure's defaults
 - reports: per-worker node log lines and processed mini-batch CSV rows
 - supervisor, worker: the instance's entrypoint process and its worker processes
+- probe: `bepbuild test`'s one try of a deployment in its image (import, init(), run() on a few
+  items, rows as the job writes them) and its environment checks (pip check, lock, Python, imports)
 - mlflow_driver: the scoring script of MLflow deployments without one (mlflow, pandas, numpy and
   PIL are imported inside its init()/run(), from the deployment's environment)
 """

@@ -119,6 +119,16 @@ CONTAINER_JOB_DIR = "/mnt/bepbuild/job"
 CONTAINER_INPUT_DIR = "/mnt/bepbuild/inputs"
 CONTAINER_OUTPUT_DIR = "/mnt/bepbuild/outputs"
 
+# `bepbuild test` (python -m bepbuild_runtime.probe): what the host hands the probe, where it answers.
+CONTAINER_PROBE_REQUEST_DIR = "/mnt/bepbuild/test/request"  # read-only: PROBE_REQUEST
+CONTAINER_PROBE_RESULT_DIR = "/mnt/bepbuild/test/result"  # writable: PROBE_RESULT, the JUnit report
+CONTAINER_PYTEST_DIR = "/mnt/bepbuild/test/paths"  # the user's test paths, read-only, /<n>/ each
+PROBE_REQUEST = "request.json"
+PROBE_RESULT = "result.json"
+PROBE_JUNIT = "junit.xml"
+IMAGE_LOCK = "/opt/bepbuild/requirements.lock"  # the lock an environment image was installed from
+IMAGE_PYTEST_DIR = "/opt/bepbuild/pytest"  # pytest, only in the derived image `bepbuild test --pytest` builds
+
 # Environment variables the runtime reads (set in the image, or by the process backend).
 ENV_MODEL_DIR = "AZUREML_MODEL_DIR"
 ENV_OUTPUT_PATH = "AZUREML_BI_OUTPUT_PATH"

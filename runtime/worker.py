@@ -93,6 +93,11 @@ def _prepare_process(spec: WorkerSpec) -> None:
         # Line buffering: a worker killed on timeout still leaves its prints in the log.
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
+    configure_logging(spec.settings.log_level)
+
+
+def configure_logging(level: int) -> None:
+    """The root logger of a process running scoring code: one stderr handler, Azure's line format, `level`."""
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
@@ -100,7 +105,7 @@ def _prepare_process(spec: WorkerSpec) -> None:
     handler.setFormatter(logging.Formatter(
         "%(asctime)s|%(name)s|%(levelname)s|%(process)d|%(threadName)s|%(funcName)s()|%(message)s"))
     root.addHandler(handler)
-    root.setLevel(spec.settings.log_level)
+    root.setLevel(level)
 
 
 def import_script(code_dir: str, script: str, level: str = "info") -> ModuleType:
