@@ -1,8 +1,8 @@
 """Instance backends: where the runtime's supervisor processes run.
 
 - docker: one container per instance from the deployment's image, isolated by default
-  (`--network none`, non-root, read-only root filesystem, all capabilities dropped, inputs and
-  model read-only, limits from the compute profile);
+  (`isolation.container_options`: `--network none`, non-root, read-only root filesystem, all
+  capabilities dropped, limits from the compute profile; inputs and model read-only);
 - process: the same runtime as local processes in the current Python environment (debugging,
   fast tests, machines without an engine). Same job folder, same outputs.
 """
@@ -21,6 +21,7 @@ from bepbuild_runtime import layout
 
 from .. import naming
 from ..errors import EngineError, JobError
+from . import isolation
 
 JOB_LABEL = "io.bepbuild.job"
 JOB_DIR_LABEL = "io.bepbuild.job-dir"
@@ -42,7 +43,7 @@ class InstancePlan:
     cpus: float | None = None
     memory: str | None = None
     gpus: int = 0
-    pids_limit: int = 4096
+    pids_limit: int = isolation.PIDS_LIMIT
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # uid:gid for containers
     image_name: str | None = None  # docker: the tag `image` had at invoke (for messages)
@@ -184,15 +185,9 @@ class DockerBackend:
             layout.ENV_OUTPUT_PATH: layout.CONTAINER_OUTPUT_DIR,
         }
         self.plans[instance] = plan
-        kwargs: dict[str, Any] = {}
-        if plan.cpus:
-            kwargs["nano_cpus"] = int(plan.cpus * 1e9)
-            env[layout.ENV_CPUS] = str(max(1, int(plan.cpus)))
-        if plan.memory:
-            kwargs["mem_limit"] = plan.memory
-        if plan.gpus:
-            kwargs["device_requests"] = [docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])]
-            env[layout.ENV_GPUS] = ",".join(str(i) for i in range(plan.gpus))
+        options = isolation.container_options(
+            isolation.Limits(cpus=plan.cpus, memory=plan.memory, gpus=plan.gpus, pids=plan.pids_limit), env,
+            user=plan.user or f"{layout.RUNTIME_UID}:{layout.RUNTIME_GID}")
         volumes = {
             str(plan.job_dir): {"bind": layout.CONTAINER_JOB_DIR, "mode": "rw"},
             str(plan.input_root): {"bind": layout.CONTAINER_INPUT_DIR, "mode": "ro"},
