@@ -196,11 +196,8 @@ class DockerBackend:
         try:
             # create + start, not run: run pulls a missing image from a registry (the network).
             container = self.client.containers.create(
-                plan.image, detach=True, name=name, environment=env, volumes=volumes, network_mode="none",
-                user=plan.user or f"{layout.RUNTIME_UID}:{layout.RUNTIME_GID}", read_only=True,
-                tmpfs={"/tmp": "rw,exec,size=1g"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                pids_limit=plan.pids_limit, labels={**labels, INSTANCE_LABEL: instance},
-                shm_size="256m", **kwargs,
+                plan.image, detach=True, name=name, volumes=volumes, labels={**labels, INSTANCE_LABEL: instance},
+                **options,
             )
             self.containers[instance] = container
             container.start()
