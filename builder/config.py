@@ -73,7 +73,8 @@ def remove_owned(path: Path, root: Path) -> None:
 
 
 def settings() -> dict[str, Any]:
-    """`BEPBUILD_HOME/config.yaml`: optional `base_image` and `image_map` (Azure image -> local image)."""
+    """`BEPBUILD_HOME/config.yaml`: optional `base_image`, `base_image_family` and `image_map` (Azure image ->
+    local image)."""
     path = home() / "config.yaml"
     if not path.is_file():
         return {}
@@ -92,6 +93,17 @@ def base_image() -> str:
     `BEPBUILD_BASE_IMAGE`, else `base_image` in the config file, else the image `make engine` creates.
     """
     return os.environ.get("BEPBUILD_BASE_IMAGE") or settings().get("base_image") or DEFAULT_BASE_IMAGE
+
+
+def base_image_family() -> str | None:
+    """The registry image family that gives a Python X.Y its base image (`{version}` stands for X.Y).
+
+    `BEPBUILD_BASE_IMAGE_FAMILY`, else `base_image_family` in the config file (for example
+    `python:{version}-slim-bookworm`); unset, a local base is built from the host's Python of that
+    version (`bepbuild base build`). A family without `{version}` is refused where it is used.
+    """
+    family = os.environ.get("BEPBUILD_BASE_IMAGE_FAMILY") or settings().get("base_image_family")
+    return str(family) if family else None
 
 
 def image_map() -> dict[str, str]:

@@ -6,14 +6,25 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from . import __version__, config, endpoints, environments, images, locking, naming, registry
-from .errors import BuildError, NotFoundError, SpecError, UserError
+from . import (
+    __version__,
+    base_images,
+    config,
+    endpoints,
+    env_images,
+    environments,
+    images,
+    locking,
+    mlflow_models,
+    naming,
+    registry,
+)
+from .errors import NotFoundError, SpecError
 from .hashing import tree_sha256
 from .render import MLFLOW_DRIVER, Rendered, RenderInput, render
 from .specs import BatchDeployment, EnvironmentSpec, InlineModel, Loaded, load_deployment, load_endpoint
-from .specs.conda import CondaFile
 from .store import Store
 
 Log = Callable[[str], None]
@@ -42,6 +53,18 @@ class Prepared:
     tag: str
     notices: list[str] = field(default_factory=list)
     generated: bool = False  # scored by the generated MLflow driver (no scoring script given)
+    lock: locking.Lock | None = None
+    env: env_images.EnvContext | None = None  # the environment image it starts FROM (pip and conda strategies)
+
+
+class BuildSummary(TypedDict):
+    """What a deploy built, for the line printed at its end."""
+
+    environment_image: str | None  # None: the base (or the user's built) image is the environment
+    environment_built: bool
+    environment_seconds: float
+    layers_built: int
+    size: int | None
 
 
 def map_base_image(image: str | None, override: str | None) -> str:
@@ -90,69 +113,36 @@ def _resolve_environment(store: Store, loaded: Loaded[BatchDeployment], model: d
     raise SpecError("required unless the model is an MLflow model", source=loaded.source, field="environment")
 
 
-def _model_environment(store: Store, model: dict[str, Any]) -> tuple[dict[str, Any], environments.ModelEnvironment]:
-    """Register the environment an MLflow model asks for (a new version only when it changes)."""
-    wanted = environments.mlflow_environment(Path(model["path"]))
-    env_spec = EnvironmentSpec(name=f"{model['name']}-env", image=environments.MLFLOW_BASE_IMAGE,
-                               conda_file=wanted.conda_file,
-                               description=f"built from {wanted.source} of MLflow model {model['name']}")
-    holder: Loaded[Any] = Loaded(env_spec, None, "", conda=CondaFile.model_validate(wanted.conda_file))
-    return registry.register_environment(store, holder, env_spec, reuse_same_content=True), wanted
-
-
-def _is_generated(loaded: Loaded[BatchDeployment], model: dict[str, Any]) -> bool:
-    """True when the deployment scores with the generated MLflow driver (no scoring script given)."""
-    if loaded.spec.code_configuration is not None:
-        return False
-    if model.get("type") != "mlflow_model":
-        raise SpecError(f"required unless the model is an MLflow model ({model['name']}:{model['version']} is a "
-                        f"{model.get('type') or 'custom_model'})", source=loaded.source, field="code_configuration")
-    registry.check_mlflow_model(Path(model["path"]))
-    return True
-
-
 def _lock(plan: environments.EnvPlan, base: environments.BaseInfo, opts: DeployOptions, log: Log,
-          wanted: environments.ModelEnvironment | None, notices: list[str]) -> locking.Lock:
-    """Resolve the plan; for a model's own environment, turn a failure into one line with a way out."""
+          wanted: mlflow_models.ModelEnvironment | None, notices: list[str]) -> locking.Lock:
+    """Resolve the plan for the base image's Python; a model's own environment as `mlflow_models.lock` does."""
 
     def resolve() -> locking.Lock:
         return locking.resolve(plan.requirements, python=base.python or "", options=plan.pip_options,
                                refresh=opts.relock, log=log)
 
-    if wanted is None:
-        return resolve()
-    try:
-        return resolve()
-    except BuildError as e:
-        skinny = next((r for r in wanted.fallbacks if locking_name(r) in e.message), None)
-        if skinny is None:
-            raise _model_env_error(wanted, base, e) from e
-    # No mlflow-skinny of the pinned version (it started with mlflow 1.x): mlflow itself, as asked.
-    original = wanted.fallbacks[skinny]
-    notices[:] = [n for n in notices if skinny not in n]
-    notices.append(f"{skinny} is not available: installing {original} as the model asks")
-    plan.requirements = [original if r == skinny else r for r in plan.requirements]
-    try:
-        return resolve()
-    except BuildError as e:
-        raise _model_env_error(wanted, base, e) from e
+    lock = resolve() if wanted is None else mlflow_models.lock(resolve, plan, base, wanted, notices)
+    if plan.requirements and locking.cross_resolved(base.python or ""):
+        minor = base_images.minor_of(base.python)
+        notices.append(f"warning: no Python {minor} on this host: the lock was resolved for Python {minor} wheels, "
+                       "but pip read the requirements' Python markers as this host's Python does; install Python "
+                       f"{minor} (pyenv install {minor}) for an exact lock (--relock)")
+    return lock
 
 
-def locking_name(requirement: str) -> str:
-    """The part of a requirement pip repeats in its errors (`mlflow-skinny==1.2`)."""
-    return requirement.split(";")[0].strip()
+def _from_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
+    """The image an environment is built on.
 
-
-def _model_env_error(wanted: environments.ModelEnvironment, base: environments.BaseInfo, e: BuildError) -> UserError:
-    why = e.message.removeprefix("pip install failed: ").removeprefix("ERROR: ")
-    saved = ""
-    if wanted.python and wanted.python.split(".")[:2] != (base.python or "").split(".")[:2]:
-        saved = f", the model was saved with Python {wanted.python}"
-    return UserError(
-        f"the MLflow model's {wanted.source} cannot be installed on Python {base.python} of {base.image}{saved}: "
-        f"{why}; override its pins with --set environment.conda_file=FILE (a conda file, relative to the deployment "
-        "file) or give the deployment an environment"
-    )
+    An environment on Azure's base images (or none) gets the Python its conda file pins, when that is
+    not the default base's (`base_images.for_python`); `--base-image`, the config's image_map and
+    images named by the environment are used as they are.
+    """
+    if env.get("build"):
+        return _build_environment_image(env, opts, log)
+    image = map_base_image(env.get("image"), opts.base_image)
+    if opts.base_image or image != config.base_image() or env.get("image") in config.image_map():
+        return image
+    return base_images.for_python(environments.requested_python(env), image, log)
 
 
 def prepare(
@@ -161,21 +151,20 @@ def prepare(
     """Resolve assets, plan the environment, lock it and render the context (no build yet)."""
     spec = loaded.spec
     model = _resolve_model(store, loaded)
-    generated = _is_generated(loaded, model)
-    wanted: environments.ModelEnvironment | None = None
+    generated = mlflow_models.is_generated(loaded, model)
+    wanted: mlflow_models.ModelEnvironment | None = None
     if generated and spec.environment is None:
-        env, wanted = _model_environment(store, model)
+        env, wanted = mlflow_models.register_environment(store, model)
     else:
         env = _resolve_environment(store, loaded, model)
-    from_image = map_base_image(env.get("image"), opts.base_image)
-    if env.get("build"):
-        from_image = _build_environment_image(env, opts, log)
+    from_image = _from_image(env, opts, log)
     base = environments.probe_base(from_image)
     plan = environments.plan(env, base, strict=opts.strict)
     notices = list(plan.notices) + (wanted.notices if wanted else [])
     lock = None
     if plan.strategy == "pip":
         lock = _lock(plan, base, opts, log, wanted, notices)
+    env_ctx = env_images.prepare(plan, base, lock, opts.template_dir)
     if generated:
         code_dir, script = None, MLFLOW_DRIVER
     else:
@@ -183,13 +172,13 @@ def prepare(
         script = loaded.paths["scoring_script"].relative_to(code_dir).as_posix()
     inp = RenderInput(
         endpoint=spec.endpoint_name, deployment=spec.name, code_dir=code_dir, scoring_script=script,
-        model_path=Path(model["path"]), plan=plan, base=base, base_image=from_image, lock=lock, conda=base.conda,
-        template_dir=opts.template_dir,
+        model_path=Path(model["path"]), plan=plan, base=base, base_image=env_ctx.tag if env_ctx else from_image,
+        lock=lock, conda=base.conda, template_dir=opts.template_dir, env_image=env_ctx.tag if env_ctx else None,
     )
     context = context or naming.context_dir(spec.endpoint_name, spec.name)
     rendered = render(inp, context)
     tag = f"{naming.image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
-    return Prepared(loaded, model, env, plan, rendered, tag, notices, generated)
+    return Prepared(loaded, model, env, plan, rendered, tag, notices, generated, lock, env_ctx)
 
 
 def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
@@ -200,9 +189,10 @@ def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log)
     return tag
 
 
-def image_labels(p: Prepared) -> dict[str, str]:
+def image_labels(p: Prepared, env: env_images.EnvImage | None = None) -> dict[str, str]:
     spec = p.loaded.spec
-    return {
+    of_env = {env_images.ENV_IMAGE_LABEL: env.tag, env_images.ENV_IMAGE_ID_LABEL: env.image_id} if env else {}
+    return of_env | {
         "org.opencontainers.image.title": f"{spec.endpoint_name}/{spec.name}",
         "org.opencontainers.image.description": spec.description or f"bepbuild batch deployment {spec.name}",
         "org.opencontainers.image.version": p.rendered.short_hash,
@@ -210,7 +200,8 @@ def image_labels(p: Prepared) -> dict[str, str]:
         "io.bepbuild.endpoint": spec.endpoint_name,
         "io.bepbuild.deployment": spec.name,
         "io.bepbuild.content-hash": p.rendered.content_hash,
-        "io.bepbuild.lock-sha256": p.plan and _lock_digest(p),
+        env_images.KIND_LABEL: "deployment",
+        "io.bepbuild.lock-sha256": _lock_digest(p),
         "io.bepbuild.model": f"{p.model['name']}:{p.model['version']}",
         "io.bepbuild.model-sha256": p.model.get("sha256", ""),
         "io.bepbuild.environment": f"{p.environment['name']}:{p.environment['version']}",
@@ -220,24 +211,16 @@ def image_labels(p: Prepared) -> dict[str, str]:
 
 
 def _lock_digest(p: Prepared) -> str:
-    lock = p.rendered.context / "env" / "requirements.lock"
-    if lock.exists():
-        import hashlib
-
-        return hashlib.sha256(lock.read_bytes()).hexdigest()
-    return ""
+    return p.lock.digest if p.lock is not None else ""
 
 
-def build_image(p: Prepared, opts: DeployOptions, log: Log) -> images.BuildResult:
-    secrets = {}
-    network = "none"
-    if p.plan.strategy == "conda":
-        network = "host"
-        ca = config.ca_bundle()
-        if ca:
-            secrets["ca"] = ca
-    # No Dockerfile named here: images.build picks the one of the backend it resolves `auto` to.
-    return images.build(p.rendered.context, p.tag, labels=image_labels(p), network=network, secrets=secrets,
+def build_image(p: Prepared, opts: DeployOptions, log: Log, env: env_images.EnvImage | None = None
+                ) -> images.BuildResult:
+    """Build the deployment's image: runtime, model and code over its environment image (no network, no secret).
+
+    No Dockerfile named here: images.build picks the one of the backend it resolves `auto` to.
+    """
+    return images.build(p.rendered.context, p.tag, labels=image_labels(p, env), network="none",
                         backend=opts.backend, on_line=log, force=opts.force,
                         log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
 
@@ -285,8 +268,12 @@ def create(
     if register:
         ensure_endpoint(store, spec, file, create_endpoint, log)
     p = prepare(store, loaded, opts, log)
-    result = build_image(p, opts, log)
-    doc = deployment_doc(p, result)
+    env = env_images.ensure(p.env, backend=opts.backend, force=opts.force, log=log) if p.env else None
+    result = build_image(p, opts, log, env)
+    doc = deployment_doc(p, result, env)
+    summary = BuildSummary(environment_image=env.tag if env else None, environment_built=bool(env and env.built),
+                           environment_seconds=round(env.seconds, 3) if env else 0.0,
+                           layers_built=result.layers_built, size=result.size)
     doc["seconds"] = round(time.monotonic() - t0, 3)
     doc["notices"] = loaded.warnings + p.notices
     if register:
@@ -306,7 +293,7 @@ def create(
         if kept != earlier:
             store.put_deployment(spec.endpoint_name, spec.name, doc | {"retained_images": kept})
         doc = store.get_deployment(spec.endpoint_name, spec.name) | {"built": result.built, "seconds": doc["seconds"]}
-    return doc
+    return doc | {"build_summary": summary}
 
 
 def prune_images(store: Store, earlier: Iterable[str], keep: str) -> tuple[list[str], list[str]]:
@@ -345,7 +332,8 @@ def prune_images(store: Store, earlier: Iterable[str], keep: str) -> tuple[list[
     return removed, kept
 
 
-def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
+def deployment_doc(p: Prepared, result: images.BuildResult, env: env_images.EnvImage | None = None
+                   ) -> dict[str, Any]:
     spec = p.loaded.spec
     body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     body["model"] = f"azureml:{p.model['name']}:{p.model['version']}"
@@ -361,6 +349,8 @@ def deployment_doc(p: Prepared, result: images.BuildResult) -> dict[str, Any]:
         }
     body["image"] = result.tag
     body["image_id"] = result.image_id
+    body["environment_image"] = env.tag if env else None  # `environment list --images` counts its deployments
+    body["environment_image_id"] = env.image_id if env else None
     body["built"] = result.built
     body["build_seconds"] = round(result.seconds, 3)
     body["lock_sha256"] = _lock_digest(p)

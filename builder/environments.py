@@ -6,6 +6,10 @@ Strategies (DESIGN.md "Environments: hermetic by default"):
 - ``conda``: the base image has conda/mamba, so `conda env create` runs in the build as Azure does.
 - ``image``: an image without a conda file: its own Python is used as is.
 - ``build``: the environment is a Docker build context, built first and used as the base.
+
+The pip and conda strategies become an environment image of their own (`env_images`), shared by every
+deployment of the same lock; the base image they start from has the Python the conda file pins
+(`base_images`).
 """
 
 from __future__ import annotations
@@ -13,19 +17,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bepbuild_runtime.layout import MIN_PYTHON
 
 from . import config
-from .errors import EngineError, SpecError, UserError
+from .errors import EngineError, SpecError
 from .specs.conda import CondaFile, split_conda_spec
-from .specs.deployment import MLFLOW_BASE_IMAGE  # noqa: F401 - re-exported: the base of model environments
 
 # Packages only the Azure service needs (data mounting, run history); nothing uses them locally.
 # Canonical names (PEP 503): requirements are compared through `pip_name`.
@@ -190,6 +191,14 @@ def _check_runtime_python(base: BaseInfo, conda: CondaFile | None = None) -> Non
                         "or newer: choose another base image (--base-image)")
 
 
+def requested_python(env: dict[str, Any]) -> str | None:
+    """The Python an environment record's conda file pins (``python=3.8.5`` -> ``3.8.5``), if it pins one."""
+    conda_doc = env.get("conda_file")
+    if not conda_doc or env.get("build"):
+        return None
+    return CondaFile.model_validate(conda_doc).python_pin()
+
+
 def plan(env: dict[str, Any], base: BaseInfo, *, strict: bool = False) -> EnvPlan:
     """The install plan for a registered environment record on a given base image."""
     conda_doc = env.get("conda_file")
@@ -236,143 +245,3 @@ def plan(env: dict[str, Any], base: BaseInfo, *, strict: bool = False) -> EnvPla
     return EnvPlan(
         strategy="pip", requirements=conda_reqs + pip_reqs, pip_options=options, notices=notices, python_pin=pin
     )
-
-
-# --- MLflow models deployed without an environment --------------------------------------------------
-
-# MLFLOW_BASE_IMAGE (from specs): Azure's own MLflow base image is not public; every Azure ML base
-# image maps to the local base image, and this name says what the environment is layered on.
-# The generated driver reads CSV (pandas), parquet (pyarrow) and images (pillow); mlflow itself loads
-# the model. Added when the model's own requirements do not name them.
-DRIVER_NEEDS = ("pandas", "pyarrow", "pillow")
-# Old pins without a wheel for the base image's Python would otherwise be built from source on the
-# host (minutes, then usually a compiler error): refused at once, with a clear line, instead.
-MLFLOW_PIP_OPTIONS = ("--only-binary=:all:",)
-
-
-@dataclass
-class ModelEnvironment:
-    """The environment an MLflow model asks for, as a conda document for `plan`."""
-
-    conda_file: dict[str, Any]
-    source: str  # the model file it came from: requirements.txt, conda.yaml or python_env.yaml
-    python: str | None  # the Python the model was saved with
-    notices: list[str] = field(default_factory=list)
-    fallbacks: dict[str, str] = field(default_factory=dict)  # mlflow-skinny==X -> mlflow==X
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"{path}: cannot read it: {e}") from e
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a mapping")
-    return doc
-
-
-def read_requirements(path: Path, _seen: frozenset[Path] = frozenset()) -> list[str]:
-    """A pip requirements file's lines: comments and blanks dropped, `-r` files inlined."""
-    if path in _seen:
-        raise UserError(f"{path}: includes itself")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read it: {e}") from e
-    out: list[str] = []
-    for raw in text.replace("\\\n", " ").splitlines():
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not line:
-            continue
-        if line.startswith(("-r ", "--requirement ", "-r", "--requirement=")):
-            name = re.sub(r"^(-r|--requirement)[= ]?", "", line).strip()
-            out += read_requirements(path.parent / name, _seen | {path})
-        elif line.startswith(("-c", "--constraint")):
-            raise UserError(f"{path}: constraint files ({line}) are not supported; give the deployment an environment")
-        else:
-            out.append(line)
-    return out
-
-
-def _python_of(model_dir: Path, mlmodel: dict[str, Any]) -> str | None:
-    env_file = model_dir / "python_env.yaml"
-    if env_file.is_file():
-        python = _read_yaml(env_file).get("python")
-        if python:
-            return str(python)
-    conda_file = model_dir / "conda.yaml"
-    if conda_file.is_file():
-        pin = CondaFile.model_validate(_read_yaml(conda_file)).python_pin()
-        if pin:
-            return pin
-    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
-    return str(pyfunc["python_version"]) if pyfunc.get("python_version") else None
-
-
-def _model_requirements(model_dir: Path) -> tuple[list[str], str]:
-    """The model's pip requirements and the file they come from (requirements.txt first)."""
-    if (model_dir / "requirements.txt").is_file():
-        return read_requirements(model_dir / "requirements.txt"), "requirements.txt"
-    if (model_dir / "conda.yaml").is_file():
-        conda = CondaFile.model_validate(_read_yaml(model_dir / "conda.yaml"))
-        reqs = [r for r in (conda_to_pip(s) for s in conda.conda_packages()) if r]
-        return reqs + [r.strip() for r in conda.pip_packages()], "conda.yaml"
-    if (model_dir / "python_env.yaml").is_file():
-        deps = _read_yaml(model_dir / "python_env.yaml").get("dependencies") or []
-        reqs: list[str] = []
-        for dep in map(str, deps):
-            if dep.startswith(("-r", "--requirement")):
-                name = re.sub(r"^(-r|--requirement)[= ]?", "", dep).strip()
-                reqs += read_requirements(model_dir / name)
-            else:
-                reqs.append(dep)
-        return reqs, "python_env.yaml"
-    raise UserError(
-        f"{model_dir}: the MLflow model has no requirements.txt, conda.yaml or python_env.yaml to build its "
-        "environment from; give the deployment an environment"
-    )
-
-
-def _as_mlflow_skinny(requirement: str) -> str | None:
-    """``mlflow<spec>`` (any spelling) as ``mlflow-skinny<spec>``, the rest of the line kept as written;
-    None for other projects, and for mlflow with extras or from a URL (only mlflow itself has those)."""
-    parsed = parse_requirement(requirement)
-    if parsed is None or canonicalize_name(parsed.name) != "mlflow" or parsed.extras or parsed.url:
-        return None
-    line = requirement.strip()
-    return "mlflow-skinny" + line[len(parsed.name):]
-
-
-def mlflow_environment(model_dir: Path) -> ModelEnvironment:
-    """The environment of an MLflow model deployed without one, from the model's own files.
-
-    Azure builds it from the model's conda.yaml / requirements.txt; here requirements.txt is
-    preferred (it is what `pip` installs), then conda.yaml, then python_env.yaml. `mlflow` becomes
-    `mlflow-skinny` of the same version: the pyfunc loader without the tracking server, UI and
-    plotting stack (about 40 fewer packages); the driver's own needs are added when missing.
-    """
-    mlmodel = _read_yaml(model_dir / "MLmodel") if (model_dir / "MLmodel").is_file() else {}
-    reqs, source = _model_requirements(model_dir)
-    python = _python_of(model_dir, mlmodel)
-    notices: list[str] = []
-    fallbacks: dict[str, str] = {}
-    mapped: list[str] = []
-    for req in reqs:
-        skinny = _as_mlflow_skinny(req)
-        if skinny is not None:
-            fallbacks[skinny] = req
-            notices.append(f"the MLflow model asks for {req}: installing {skinny} instead (the same pyfunc "
-                           "loader without the tracking server and UI; give an environment to get mlflow itself)")
-            req = skinny
-        mapped.append(req)
-    names = {pip_name(r) for r in mapped}
-    added = []
-    if not names & {"mlflow", "mlflow-skinny"}:
-        added.append("mlflow-skinny")
-    added += [n for n in DRIVER_NEEDS if n not in names]
-    if added:
-        notices.append(f"added for the generated scoring driver: {', '.join(added)}")
-    deps: list[Any] = [f"python={python}"] if python else []
-    deps += ["pip", {"pip": [*MLFLOW_PIP_OPTIONS, *mapped, *added]}]
-    conda_doc = {"name": "mlflow-env", "channels": ["conda-forge"], "dependencies": deps}
-    return ModelEnvironment(conda_doc, source, python, notices, fallbacks)

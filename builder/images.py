@@ -1,4 +1,4 @@
-"""Build, inspect, push and remove images on the local Docker engine.
+"""Build, inspect, pull and remove images on the local Docker engine (pushing them: `image_push`).
 
 Builds go through a small backend seam: ``buildkit`` runs ``DOCKER_BUILDKIT=1 <docker_cli> build``
 (the only way to BuildKit here: the SDK builds with the legacy builder only); ``sdk`` uses the
@@ -49,37 +49,45 @@ class BuildResult:
     built: bool
     seconds: float
     log_path: Path | None
+    layers_built: int = 0  # COPY/RUN/ADD steps that ran (not taken from the build cache)
+    size: int | None = None  # of the whole image, bytes
 
 
 @contextmanager
-def _engine_calls(what: str) -> Iterator[None]:
+def engine_calls(what: str) -> Iterator[None]:
     """Turn "cannot reach the engine" (which docker-py lets through as requests errors) into EngineError."""
     try:
         yield
     except (requests.exceptions.ConnectionError, docker.errors.DockerException) as e:
         if isinstance(e, docker.errors.APIError):
             raise
-        raise EngineError(f"{what}: no Docker engine answers ({_first_line(e)}); {_HINT}") from e
+        raise EngineError(f"{what}: no Docker engine answers ({first_line(e)}); {_HINT}") from e
 
 
 def engine() -> docker.DockerClient:
     """The cached SDK client; `EngineError` when no engine answers."""
     global _client
     if _client is None:
-        with _engine_calls("docker"):
+        with engine_calls("docker"):
             client = docker.from_env(version="auto")
             client.ping()
         _client = client
     return _client
 
 
-def image_id(tag: str) -> str | None:
-    """The image id (``sha256:...``) behind `tag`, or None when there is no such image."""
-    with _engine_calls(f"inspect {tag}"):
+def inspect(tag: str) -> dict | None:
+    """The engine's description of image `tag` (``Id``, ``Size``, ``Config.Labels``...), or None when there is none."""
+    with engine_calls(f"inspect {tag}"):
         try:
-            return engine().api.inspect_image(tag)["Id"]
+            return engine().api.inspect_image(tag)
         except docker.errors.ImageNotFound:
             return None
+
+
+def image_id(tag: str) -> str | None:
+    """The image id (``sha256:...``) behind `tag`, or None when there is no such image."""
+    found = inspect(tag)
+    return None if found is None else found["Id"]
 
 
 def image_exists(tag: str) -> bool:
@@ -88,7 +96,7 @@ def image_exists(tag: str) -> bool:
 
 def labels(tag: str) -> dict[str, str]:
     """The labels of image `tag`; `NotFoundError` when it does not exist."""
-    with _engine_calls(f"inspect {tag}"):
+    with engine_calls(f"inspect {tag}"):
         try:
             attrs = engine().api.inspect_image(tag)
         except docker.errors.ImageNotFound as e:
@@ -96,9 +104,50 @@ def labels(tag: str) -> dict[str, str]:
     return dict(attrs.get("Config", {}).get("Labels") or {})
 
 
+def pull(ref: str) -> str:
+    """Pull image `ref` (``[registry/]repo[:tag]``) from its registry; its id. One line when it cannot."""
+    with engine_calls(f"pull {ref}"):
+        try:
+            engine().api.pull(_repository(ref), tag=tag_part(ref))
+        except docker.errors.APIError as e:
+            raise EngineError(f"cannot pull {ref}: {first_line(e)}") from e
+    found = image_id(ref)
+    if found is None:
+        raise EngineError(f"pulled {ref}, but the engine has no such image")
+    return found
+
+
+def list_labelled(*labels: str, dangling: bool | None = None) -> list[dict]:
+    """Summaries (``Id``, ``RepoTags``, ``Labels``, ``Size``, ``Created``) of the images carrying every
+    label ``key=value`` of `labels` (only the untagged ones with `dangling`)."""
+    filters: dict[str, object] = {"label": list(labels)}
+    if dangling is not None:
+        filters["dangling"] = dangling
+    with engine_calls("list images"):
+        return list(engine().api.images(filters=filters))
+
+
+def used_by_container(image_id: str) -> bool:
+    """Whether any container (running or not) was created from the image or an image built on it."""
+    with engine_calls(f"list containers of {image_id}"):
+        return bool(engine().containers.list(all=True, filters={"ancestor": image_id}))
+
+
+def remove_unused(image_id: str) -> bool:
+    """Remove an image by id unless the engine refuses (in use, or an image is built on it): whether it is gone."""
+    with engine_calls(f"remove {image_id}"):
+        try:
+            engine().api.remove_image(image_id)
+        except docker.errors.ImageNotFound:
+            return True
+        except docker.errors.APIError:
+            return False
+    return True
+
+
 def remove_image(tag: str) -> None:
     """Remove image `tag` (only untag it when it has other tags); a missing image is fine."""
-    with _engine_calls(f"remove {tag}"):
+    with engine_calls(f"remove {tag}"):
         try:
             engine().api.remove_image(tag)
         except docker.errors.ImageNotFound:
@@ -160,9 +209,9 @@ def build(
     image of `tag`'s repository that the build left untagged and unused is removed.
     """
     start = time.monotonic()
-    old = image_id(tag)
+    old = inspect(tag)
     if old is not None and not force:
-        return BuildResult(old, tag, False, time.monotonic() - start, None)
+        return BuildResult(old["Id"], tag, False, time.monotonic() - start, None, size=old.get("Size"))
     context_dir = Path(context_dir).resolve()
     backend = pick_backend(backend)
     if dockerfile is None:
@@ -172,28 +221,33 @@ def build(
     for sid, src in (secrets or {}).items():
         if not Path(src).is_file():
             raise BuildError(f"secret {sid!r}: no file {src}", source=tag)
-    with _engine_calls(f"build {tag}"):
+    with engine_calls(f"build {tag}"):
         before = {img.id for img in engine().images.list(name=_repository(tag))}
     log = _Log(log_path, on_line)
     try:
         if backend == "buildkit":
-            _build_buildkit(context_dir, dockerfile, tag, labels, network, secrets, build_args, log)
+            layers = _build_buildkit(context_dir, dockerfile, tag, labels, network, secrets, build_args, log)
         else:
             if secrets:
                 log.line(f"note: the sdk backend cannot pass secrets ({', '.join(sorted(secrets))}); not used")
-            with _engine_calls(f"build {tag}"):
-                _build_sdk(context_dir, dockerfile, tag, labels, network, build_args, log)
+            with engine_calls(f"build {tag}"):
+                layers = _build_sdk(context_dir, dockerfile, tag, labels, network, build_args, log)
     finally:
         log.close()
-    new = image_id(tag)
+    new = inspect(tag)
     if new is None:
         raise BuildError(f"build finished but there is no image {tag}{log.pointer()}", source=tag)
-    _remove_orphans(before - {new})
-    return BuildResult(new, tag, True, time.monotonic() - start, log_path)
+    _remove_orphans(before - {new["Id"]})
+    return BuildResult(new["Id"], tag, True, time.monotonic() - start, log_path, layers or 0, new.get("Size"))
+
+
+# A build step that makes a layer, as BuildKit titles it: "[2/5] COPY ...", "[install 3/4] RUN ...".
+_LAYER_STEP = re.compile(r"\[[^\]]*?\d+/\d+\] (COPY|RUN|ADD)\b")
 
 
 def _build_buildkit(context_dir: Path, dockerfile: str, tag: str, labels: dict[str, str] | None, network: str,
-                    secrets: dict[str, Path] | None, build_args: dict[str, str] | None, log: _Log) -> None:
+                    secrets: dict[str, Path] | None, build_args: dict[str, str] | None, log: _Log) -> int:
+    """Run the build; the number of layer steps that ran (not cached)."""
     cli = shutil.which(config.docker_cli())
     if cli is None:
         raise EngineError(f"no docker CLI at {config.docker_cli()}; {_HINT}")
@@ -210,6 +264,7 @@ def _build_buildkit(context_dir: Path, dockerfile: str, tag: str, labels: dict[s
     # Step titles ("#5 [3/3] RUN ...") are kept over the whole stream: a chatty step can push its
     # title out of the tail before its "#5 ERROR: ..." line arrives.
     titles: dict[str, str] = {}
+    ran: set[str] = set()
     step = error = None
     with proc:
         assert proc.stdout is not None
@@ -220,16 +275,27 @@ def _build_buildkit(context_dir: Path, dockerfile: str, tag: str, labels: dict[s
                 titles[m.group(1)] = m.group(2)
             elif error is None and (m := re.match(r"#(\d+) ERROR: (.*)$", line)):
                 step, error = titles.get(m.group(1)), m.group(2)
+            elif (m := re.match(r"#(\d+) DONE\b", line)) and _LAYER_STEP.match(titles.get(m.group(1), "")):
+                ran.add(m.group(1))
     if proc.returncode != 0:
         last = next((ln.strip() for ln in reversed(log.tail) if ln.strip()), None)
         raise log.failure(tag, step, error or last or f"docker build exited with {proc.returncode}")
+    return len(ran)
 
 
 def _build_sdk(context_dir: Path, dockerfile: str, tag: str, labels: dict[str, str] | None, network: str,
-               build_args: dict[str, str] | None, log: _Log) -> None:
+               build_args: dict[str, str] | None, log: _Log) -> int:
+    """Run the build with the legacy builder; the number of layer steps that ran (not cached).
+
+    Its step images are removed afterwards when nothing needs them: after a failure, and those of a
+    throwaway stage (the environment's install stage holds the wheels) after a success; the steps of
+    the image itself are its parents and stay.
+    """
     log.line(f"$ sdk legacy build -f {dockerfile} --network {network} -t {tag} {context_dir}", echo=False)
     step = None
     made: list[str] = []  # step images; after a failure they are dangling leftovers
+    layer_steps: dict[str, bool] = {}  # step number ("3/9") -> ran (False: taken from the cache)
+    number = ""
     try:
         # rm and forcerm: without them a failed step leaves its intermediate container behind.
         stream = engine().api.build(path=str(context_dir), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
@@ -239,20 +305,27 @@ def _build_sdk(context_dir: Path, dockerfile: str, tag: str, labels: dict[str, s
             if "error" in chunk:
                 detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"])
                 log.line(detail.rstrip())
-                raise log.failure(tag, step, _first_line(detail))
+                raise log.failure(tag, step, first_line(detail))
             for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
                 if m := re.match(r"Step (\d+/\d+) : (.*)", line):
                     step = f"[{m.group(1)}] {m.group(2)}"  # the same shape as BuildKit's step titles
+                    number = m.group(1)
+                    if _LAYER_STEP.match(step):
+                        layer_steps[number] = True
+                elif line.strip() == "---> Using cache" and number in layer_steps:
+                    layer_steps[number] = False
                 elif m := re.match(r" ---> ([0-9a-f]{12,})$", line):
                     made.append(m.group(1))
                 if line.strip():
                     log.line(line)
     except docker.errors.APIError as e:
         _remove_orphans(reversed(made))
-        raise log.failure(tag, step, _first_line(e)) from e
+        raise log.failure(tag, step, first_line(e)) from e
     except BuildError:
         _remove_orphans(reversed(made))
         raise
+    _remove_orphans(reversed(made))
+    return sum(layer_steps.values())
 
 
 def _remove_orphans(candidates: Iterable[str]) -> None:
@@ -267,33 +340,6 @@ def _remove_orphans(candidates: Iterable[str]) -> None:
             client.api.remove_image(old)  # refused (409) while it has children
         except docker.errors.APIError:
             pass  # gone meanwhile, or in use: leave it
-
-
-def push(tag: str, registry: str, *, repo_tag: str | None = None, on_line: LineSink | None = None) -> dict:
-    """Tag image `tag` as ``registry:repo_tag`` (default: `tag`'s own tag) and push it.
-
-    `registry` is ``HOST[:PORT]/REPO[/...]``. Returns ``{"image": ref, "digest": "sha256:..."}``.
-    """
-    target_tag = repo_tag or _tag_part(tag)
-    ref = f"{registry}:{target_tag}"
-    digest = None
-    with _engine_calls(f"push {ref}"):
-        try:
-            engine().api.tag(tag, registry, tag=target_tag)
-            for chunk in engine().api.push(registry, tag=target_tag, stream=True, decode=True):
-                if "error" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-                    raise BuildError(f"push failed: {_first_line(detail)}", source=ref)
-                digest = (chunk.get("aux") or {}).get("Digest", digest)
-                if on_line is not None and "status" in chunk and not chunk.get("progressDetail"):
-                    on_line(": ".join(str(p) for p in (chunk.get("id"), chunk["status"]) if p))
-        except docker.errors.ImageNotFound as e:
-            raise BuildError("push failed: no such local image", source=tag) from e
-        except docker.errors.APIError as e:
-            raise BuildError(f"push failed: {_first_line(e)}", source=ref) from e
-    if digest is None:
-        raise BuildError("push finished without a digest from the registry", source=ref)
-    return {"image": ref, "digest": digest}
 
 
 class _Log:
@@ -346,11 +392,13 @@ def _repository(tag: str) -> str:
     return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
 
 
-def _tag_part(tag: str) -> str:
+def tag_part(tag: str) -> str:
+    """``host:5000/a/b:tag`` -> ``tag`` (``latest`` when there is none)."""
     last = tag.split("@", 1)[0].rpartition("/")[2]
     return last.split(":", 1)[1] if ":" in last else "latest"
 
 
-def _first_line(error: object) -> str:
+def first_line(error: object) -> str:
+    """The first line of an engine error's message (its explanation when it has one)."""
     text = str(getattr(error, "explanation", None) or error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -27,6 +27,8 @@ from pathlib import Path
 from . import config
 from .errors import BuildError
 from .hashing import file_sha256
+from .host_python import interpreter
+from .host_python import this_minor as host_minor
 
 LOCK_FORMAT = 1
 
@@ -61,9 +63,11 @@ def wheelhouse() -> Path:
     return config.home() / "wheelhouse"
 
 
-def _key(requirements: list[str], options: list[str], python: str) -> str:
+def _key(requirements: list[str], options: list[str], python: str, cross: bool) -> str:
     doc = {"format": LOCK_FORMAT, "requirements": requirements, "options": options, "python": python,
            "platform": sys.platform}
+    if cross:  # resolved by another Python than the target's (its markers): not the same lock
+        doc["cross"] = True
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -75,8 +79,8 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub("://****@", text)
 
 
-def _pip(args: list[str], log: Callable[[str], None] | None) -> None:
-    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+def _pip(args: list[str], log: Callable[[str], None] | None, exe: str | None = None) -> None:
+    cmd = [exe or sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     proc.stdout, proc.stderr = redact(proc.stdout), redact(proc.stderr)
     if log:
@@ -102,22 +106,43 @@ def resolve(
 ) -> Lock:
     """Resolve requirements for `python` (X.Y[.Z]) into a lock, fetching wheels as needed.
 
+    Another Python than the host's is resolved by an interpreter of that version when the host has
+    one (`host_python.interpreter`): pip then reads markers (`python_version < "3.9"`) and wheel
+    tags as the image's Python will. Without one, pip is told the target version (`--python-version`,
+    wheels only), but reads markers as the host's Python does: the caller says so (`cross_resolved`).
     `options` are pip option lines as a conda file's pip section holds them (`--extra-index-url URL`
     is one line there and two arguments for pip).
     """
     options = [arg for line in options or [] for arg in shlex.split(line)]
-    key = _key(requirements, options, ".".join(python.split(".")[:2]))
+    target = ".".join(python.split(".")[:2])
+    exe = _resolver(target, host_python)
+    key = _key(requirements, options, target, exe is None)
     cached = config.home() / "locks" / f"{key}.json"
     if cached.exists() and not refresh:
         lock = _load(cached)
         if all((wheelhouse() / p.filename).exists() for p in lock.packages):
             return lock
-    lock = _resolve(requirements, options, python, key, host_python, log)
+    lock = _resolve(requirements, options, python, key, exe, log)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(lock), indent=1))
     os.replace(tmp, cached)
     return lock
+
+
+def _resolver(target: str, host_python: str | None = None) -> str | None:
+    """The interpreter that resolves for Python `target` (X.Y): this one for its own version, else one of
+    that version on the host; None when there is none (cross resolution)."""
+    host = ".".join((host_python or host_minor()).split(".")[:2])
+    if target == host:
+        return sys.executable
+    found = interpreter(target)
+    return str(found) if found is not None else None
+
+
+def cross_resolved(python: str) -> bool:
+    """Whether a lock for `python` is resolved without an interpreter of that version (see `resolve`)."""
+    return _resolver(".".join(python.split(".")[:2])) is None
 
 
 def _load(path: Path) -> Lock:
@@ -126,31 +151,31 @@ def _load(path: Path) -> Lock:
 
 
 def _resolve(
-    requirements: list[str], options: list[str], python: str, key: str, host_python: str | None,
+    requirements: list[str], options: list[str], python: str, key: str, exe: str | None,
     log: Callable[[str], None] | None,
 ) -> Lock:
     if not requirements:
         return Lock(key, python, [], [])
-    host = host_python or ".".join(map(str, sys.version_info[:2]))
     target = ".".join(python.split(".")[:2])
     with tempfile.TemporaryDirectory() as tmp:
         cross: list[str] = []
-        if target != ".".join(host.split(".")[:2]):
-            # Another Python in the image than on the host: only wheels can be chosen for it, and pip
+        if exe is None:
+            # No interpreter of the image's Python here: only wheels can be chosen for it, and pip
             # wants a --target then (a dry run writes nothing there; it goes with the report).
             cross = ["--python-version", target, "--only-binary=:all:", "--target", str(Path(tmp) / "target")]
         report = Path(tmp) / "report.json"
         _pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), *cross, *options,
-              *requirements], log)
+              *requirements], log, exe)
         items = json.loads(report.read_text())["install"]
     house = wheelhouse()
     house.mkdir(parents=True, exist_ok=True)
-    packages = [_fetch(item, house, options, log) for item in items]
+    packages = [_fetch(item, house, options, log, exe) for item in items]
     packages.sort(key=lambda p: p.name.lower())
     return Lock(key, python, requirements, packages)
 
 
-def _fetch(item: dict, house: Path, options: list[str], log: Callable[[str], None] | None) -> Locked:
+def _fetch(item: dict, house: Path, options: list[str], log: Callable[[str], None] | None,
+           exe: str | None) -> Locked:
     meta = item["metadata"]
     info = item["download_info"]
     url = info["url"]
@@ -164,14 +189,15 @@ def _fetch(item: dict, house: Path, options: list[str], log: Callable[[str], Non
             if url.startswith("file://"):
                 _link_or_copy(Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)), dest)
             else:
-                _pip(["download", "--no-deps", "--quiet", "-d", str(house), *options, f"{name} @ {url}"], log)
+                _pip(["download", "--no-deps", "--quiet", "-d", str(house), *options, f"{name} @ {url}"], log, exe)
         digest = file_sha256(dest)
         if want and digest != want:
             raise BuildError(f"{filename}: sha256 {digest} does not match the index's {want}")
         return Locked(name, version, filename, digest)
-    # An sdist: build its wheel once on the host (same Python), and lock the wheel.
+    # An sdist (only when resolved by the image's own Python): build its wheel once on the host, by that
+    # Python, and lock the wheel.
     with tempfile.TemporaryDirectory() as out:
-        _pip(["wheel", "--no-deps", "--quiet", "-w", out, *options, f"{name} @ {url}"], log)
+        _pip(["wheel", "--no-deps", "--quiet", "-w", out, *options, f"{name} @ {url}"], log, exe)
         built = next(Path(out).glob("*.whl"))
         dest = house / built.name
         shutil.move(str(built), dest)

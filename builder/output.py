@@ -30,6 +30,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
               ("Created", "created_at")],
     "environment": [("Name", "name"), ("Version", "version"), ("Image", "image"), ("Description", "description"),
                     ("Created", "created_at")],
+    "environment-image": [("Image", "image"), ("Python", "python"), ("Strategy", "strategy"),
+                          ("Packages", "packages"), ("Size", "size"), ("Environment size", "environment_size"),
+                          ("Deployments", "deployments"), ("Images", "images"), ("Created", "created")],
     "data": [("Name", "name"), ("Version", "version"), ("Type", "type"), ("Path", "path"), ("Created", "created_at")],
     "compute": [("Name", "name"), ("Type", "type"), ("Min instances", "min_instances"),
                 ("Max instances", "max_instances"), ("CPUs", "cpus"), ("Memory", "memory"), ("GPUs", "gpus")],
@@ -75,6 +78,16 @@ def _columns(data: Any, columns: list[tuple[str, str]]) -> Any:
     keep = [h for h, _ in columns if any(r[h] not in (None, "") for r in out)] or [columns[0][0]]
     out = [{h: r[h] for h in keep} for r in out]
     return out if isinstance(data, list) else out[0]
+
+
+def human_size(n: int) -> str:
+    """A byte count as people read it: ``512 B``, ``3.4 MB``, ``1.2 GB`` (powers of 1000, as docker shows sizes)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
 
 
 def _scalar(v: Any) -> str:

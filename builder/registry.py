@@ -15,11 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import config
 from .errors import SpecError, UserError
 from .hashing import is_executable, read_only_mode, stamp, tree_sha256, walk_files
+from .mlflow_models import check_model
 from .specs import AssetRef, EnvironmentSpec, Loaded
 from .specs.common import check_asset_name, check_asset_version
 from .store import Store
@@ -145,24 +144,6 @@ def _commit(store: Store, kind: str, name: str, version: str | None, doc: dict[s
     return record
 
 
-def check_mlflow_model(path: Path) -> dict[str, Any]:
-    """An MLflow model folder must have an MLmodel file with the python_function flavor."""
-    mlmodel = path / "MLmodel"
-    if not path.is_dir() or not mlmodel.is_file():
-        raise UserError(f"{path}: an mlflow_model must be a folder with an MLmodel file")
-    try:
-        doc = yaml.safe_load(mlmodel.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{mlmodel}: not a valid MLmodel file: {e}") from e
-    flavors = (doc or {}).get("flavors") or {}
-    if "python_function" not in flavors:
-        raise UserError(
-            f"{mlmodel}: only MLflow models with the python_function flavor can be deployed "
-            f"without a scoring script (flavors: {', '.join(sorted(flavors)) or 'none'})"
-        )
-    return doc
-
-
 def register_model(
     store: Store,
     *,
@@ -184,7 +165,7 @@ def register_model(
     if not path.exists():
         raise UserError(f"model path not found: {path}")
     if type == "mlflow_model":
-        check_mlflow_model(path)
+        check_model(path)
     _check_source(path, "model")
 
     def same_as(digest: str) -> Callable[[dict[str, Any]], bool]:

@@ -1,10 +1,10 @@
 """Render a deployment's build context: byte-for-byte deterministic, hashed into the image tag.
 
-The context holds the Dockerfile (from `templates/`), the environment lock, the runtime, the model
-under its registered name and the scoring code. Files get fixed modes and mtimes and are listed in
-sorted order, so the same inputs give the same bytes and the same hash on any machine. `wheels/`
-(hard links into the shared wheelhouse) is left out of the hash: the lock pins every wheel's
-sha256 already.
+The context holds the Dockerfile (from `templates/`), a manifest (base image id, lock digest,
+environment image), the runtime, the model under its registered name and the scoring code: the
+Dockerfile starts FROM the environment's own image (`env_images`, with its own small context), so
+no wheel and no lock are here. Files get fixed modes and mtimes and are listed in sorted order, so
+the same inputs give the same bytes and the same hash on any machine.
 
 Whose a context folder is, and how files are placed in it without writing through links (model
 files are hard links to the registry's read-only copies): `context_dir`.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +22,13 @@ from pathlib import Path
 import jinja2
 
 import bepbuild_runtime
-from bepbuild_runtime import layout, mlflow_driver
+from bepbuild_runtime import layout
 
 from . import __version__, config, context_dir, locking
 from .environments import BaseInfo, EnvPlan
 from .errors import UserError
-from .hashing import FIXED_MTIME, file_sha256, is_executable, read_only_mode, walk_files
+from .hashing import file_sha256, is_executable, read_only_mode, walk_files
+from .mlflow_models import MLFLOW_DRIVER, driver_path
 
 
 def templates_dir() -> Path:
@@ -37,10 +37,6 @@ def templates_dir() -> Path:
 
     return Path(str(importlib.resources.files("bepbuild.templates")))
 
-NOT_HASHED = ("wheels/",)
-# The scoring script of an MLflow deployment without one: the runtime's generated driver, copied into
-# the code folder (so the code layer stays last and both backends find it as they find any script).
-MLFLOW_DRIVER = Path(mlflow_driver.__file__).name
 
 
 @dataclass
@@ -52,11 +48,12 @@ class RenderInput:
     model_path: Path  # the registered copy: a folder or a file
     plan: EnvPlan
     base: BaseInfo
-    base_image: str  # what FROM names (the env image for build strategy)
+    base_image: str  # what FROM names: the environment image, or the base (or built) image used as is
     lock: locking.Lock | None = None
     conda: str | None = None  # the conda executable in the base image
     template_dir: Path | None = None  # user templates that extend/override ours
     extra_labels: dict[str, str] = field(default_factory=dict)
+    env_image: str | None = None  # the environment image base_image names (pip and conda strategies)
 
 
 @dataclass
@@ -117,6 +114,12 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
     return env
 
 
+def template_text(name: str, template_dir: Path | None = None, **values: object) -> str:
+    """Template `name` of ours (or the user's template of that name) rendered with `values`, through the
+    same filters as the deployment's Dockerfile."""
+    return _environment(template_dir).get_template(name).render(layout=layout, **values)
+
+
 def dockerfile(inp: RenderInput, *, legacy: bool = False) -> str:
     """The Dockerfile text for one deployment (`legacy` for builders without RUN --mount)."""
     env = _environment(inp.template_dir)
@@ -130,6 +133,7 @@ def dockerfile(inp: RenderInput, *, legacy: bool = False) -> str:
         deployment=inp.deployment,
         legacy=legacy,
         bepbuild_version=__version__,
+        env_image=inp.env_image,
     )
 
 
@@ -147,17 +151,11 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
         "lock_sha256": inp.lock.digest if inp.lock else None,
         "model": inp.model_path.name,
         "scoring_script": inp.scoring_script,
+        "environment_image": inp.env_image,
     }
     if inp.code_dir is None:
         manifest["generated_driver"] = True
     files["bepbuild.lock.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
-    if inp.plan.strategy == "pip":
-        assert inp.lock is not None
-        files["env/requirements.lock"] = inp.lock.text().encode()
-    elif inp.plan.strategy == "conda":
-        import yaml
-
-        files["env/conda.yaml"] = yaml.safe_dump(inp.plan.conda_file, sort_keys=False).encode()
     runtime_dir = Path(bepbuild_runtime.__file__).resolve().parent
     for p in sorted(runtime_dir.glob("*.py")):
         files[f"runtime/bepbuild_runtime/{p.name}"] = p
@@ -167,7 +165,7 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
             rel = inp.model_path.name + inner
             files[f"model/{rel}"] = p
         if inp.code_dir is None:
-            files[f"code/{MLFLOW_DRIVER}"] = Path(mlflow_driver.__file__).resolve()
+            files[f"code/{MLFLOW_DRIVER}"] = driver_path()
         else:
             for p in walk_files(inp.code_dir):
                 files[f"code/{p.relative_to(inp.code_dir).as_posix()}"] = p
@@ -182,6 +180,9 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
     context_dir.check_destination(dest, inp.endpoint, inp.deployment)
     dest.mkdir(parents=True, exist_ok=True)
     context_dir.mark(dest, inp.endpoint, inp.deployment)
+    # Contexts of earlier versions held the wheels (links into the wheelhouse): removed, never followed.
+    if (dest / "wheels").exists() or (dest / "wheels").is_symlink():
+        config.remove_owned(dest / "wheels", dest)
     context_dir.sweep(dest, set(files))
     h = hashlib.sha256()
     for rel in sorted(files):
@@ -202,18 +203,15 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
         context_dir.settle(target, mode)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
     context_dir.settle_folders(dest)
-    if inp.plan.strategy == "pip" and inp.lock is not None:
-        locking.materialize(inp.lock, dest / "wheels")
-    elif (dest / "wheels").exists():
-        for p in (dest / "wheels").iterdir():
-            config.remove_owned(p, dest)
-    # Filling wheels/ touched it and `dest` after their modes were fixed (the wheel files themselves are
-    # links into the wheelhouse: their metadata is the wheelhouse's, not ours to change).
-    for d in (dest / "wheels", dest):
-        if d.is_dir():
-            os.chmod(d, 0o755)
-            os.utime(d, (FIXED_MTIME, FIXED_MTIME))
     return Rendered(dest, h.hexdigest(), sorted(files))
+
+
+def content_hash(files: dict[str, bytes]) -> str:
+    """The hash of a context held in memory: each file's path and sha256, in sorted order (as `render`)."""
+    h = hashlib.sha256()
+    for rel in sorted(files):
+        h.update(f"{rel}\0-\0{hashlib.sha256(files[rel]).hexdigest()}\n".encode())
+    return h.hexdigest()
 
 
 def _mode(rel: str, executable: bool) -> int:

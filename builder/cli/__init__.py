@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import build, compute, data, deployment, doctor, endpoint, environment, job, model, serve
+from . import base, build, compute, data, deployment, doctor, endpoint, environment, job, model, serve
 from ._common import state
 from .validate import validate
 
@@ -44,6 +44,7 @@ app.add_typer(environment.app, name="environment")
 app.add_typer(data.app, name="data")
 app.add_typer(compute.app, name="compute")
 app.add_typer(job.app, name="job")
+app.add_typer(base.app, name="base")
 app.command("validate")(validate)
 app.command("deploy")(build.deploy)
 app.command("build")(build.build)

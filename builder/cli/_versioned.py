@@ -21,8 +21,17 @@ def checked_version(version: str | None) -> str | None:
         raise SpecError(str(e), field="--version") from None
 
 
-def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: str = "") -> None:
-    """Register `show`, `list` and `delete` for registered assets of `kind` on `app`."""
+def list_versions(kind: str, name: str | None, include_archived: bool, archived_only: bool,
+                  max_results: int | None) -> list[dict]:
+    """What `list` shows of registered assets of `kind`: the latest version of each, or every version of one."""
+    which = "only" if archived_only else "include" if include_archived else "exclude"
+    found = store().list_assets(kind, name, archived=which)
+    return found[:max_results] if max_results else found
+
+
+def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: str = "", *,
+                        with_list: bool = True) -> None:
+    """Register `show`, `list` (unless the resource defines its own) and `delete` for registered assets of `kind`."""
     name_opt = Annotated[str, typer.Option("--name", "-n", help=f"{noun.capitalize()} name.")]
     version_opt = Annotated[str | None, typer.Option("--version", "-v", help="Version.")]
 
@@ -39,8 +48,6 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
 
     show.__doc__ = f"Show one version of a {noun} (default: --label latest)."
 
-    @app.command("list")
-    @guarded
     def list_(
         name: Annotated[str | None, typer.Option("--name", "-n", help=f"List the versions of this {noun}.")] = None,
         include_archived: Annotated[bool, typer.Option("--include-archived", help="Archived ones too.")] = False,
@@ -49,11 +56,11 @@ def add_read_and_delete(app: typer.Typer, kind: str, noun: str, after_delete: st
         output: OutputOpt = "json",
         query: QueryOpt = None,
     ) -> None:
-        which = "only" if archived_only else "include" if include_archived else "exclude"
-        found = store().list_assets(kind, name, archived=which)
-        emit(found[:max_results] if max_results else found, output, query, kind)
+        emit(list_versions(kind, name, include_archived, archived_only, max_results), output, query, kind)
 
     list_.__doc__ = f"List {noun}s (latest version of each), or every version of one."
+    if with_list:
+        app.command("list")(guarded(list_))
 
     @app.command("delete")
     @guarded

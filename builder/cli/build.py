@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from .. import deploy as deploying
-from .. import images
+from .. import image_push
 from ..context_dir import check_destination
 from ..errors import UserError
+from ..output import human_size
 from ..specs import load_deployment
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, note, store
 from ._progress import build_status
@@ -47,9 +48,26 @@ def run_create(file: Path, *, endpoint_name: str | None, name: str | None, sets:
     for n in doc.get("notices") or []:
         note(n if n.startswith("warning: ") else f"note: {n}")
     if not quiet:
-        state = "built" if doc.get("built") else "up to date, not rebuilt"
-        note(f"image {doc['image']} {state} ({doc['seconds']:.1f} s)")
+        note(summary_line(doc))
     return doc
+
+
+def summary_line(doc: dict[str, Any]) -> str:
+    """The one line a build ends with: the image, its environment (reused or built), layers built, size."""
+    s = doc.get("build_summary") or {}
+    took = f"{doc['seconds']:.1f} s"
+    state = f"built in {took}" if doc.get("built") else f"up to date, not rebuilt ({took})"
+    env = s.get("environment_image")
+    if env is None:
+        parts = ["no environment image (the base image is the environment)"]
+    elif s.get("environment_built"):
+        parts = [f"environment {env} built ({s.get('environment_seconds', 0):.1f} s)"]
+    else:
+        parts = [f"environment {env} reused"]
+    parts.append(f"{s.get('layers_built', 0)} layer{'' if s.get('layers_built') == 1 else 's'} built")
+    if s.get("size") is not None:
+        parts.append(human_size(int(s["size"])))
+    return f"image {doc['image']} {state}: {', '.join(parts)}"
 
 
 @guarded
@@ -120,7 +138,7 @@ def render(
     for n in p.notices:
         note(n if n.startswith("warning: ") else f"note: {n}")
     emit({"context": str(output_dir), "content_hash": p.rendered.content_hash, "tag": p.tag,
-          "files": len(p.rendered.files)}, output, query)
+          "files": len(p.rendered.files), "environment_image": p.env.tag if p.env else None}, output, query)
 
 
 @guarded
@@ -133,9 +151,15 @@ def push(
     output: OutputOpt = "json",
     query: QueryOpt = None,
 ) -> None:
-    """Push a deployment's image to a registry; prints the digest."""
+    """Push a deployment's image to a registry; prints the digest and what was uploaded.
+
+    Layers the registry has already (those of the deployment's environment image, pushed with another
+    deployment of the same environment) are not uploaded again.
+    """
     dep = store().get_deployment(endpoint_name, name)
     with build_status(quiet, f"pushing {dep['image']}") as log:
-        result = images.push(dep["image"], registry, repo_tag=tag, on_line=log)
+        result = image_push.push(dep["image"], registry, repo_tag=tag, on_line=log)
+    if not quiet:
+        note(f"pushed {result['image']}: {result['layers_pushed']} layer(s) uploaded "
+             f"({human_size(result['bytes_pushed'])}), {result['layers_existing']} already in the registry")
     emit(result, output, query)
-

@@ -34,9 +34,6 @@ FLAT_SETTINGS = (
 )
 
 DEFAULT_OUTPUT_FILE = "predictions.csv"
-# The image an MLflow deployment's environment is layered on when it names none (bepbuild maps every
-# Azure ML base image to the local base image).
-MLFLOW_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 
 
 class SpecWarning(UserWarning):
@@ -174,12 +171,9 @@ class BatchDeployment(Spec):
             for key in flat:
                 settings.setdefault(key, data.pop(key))
             data["settings"] = settings
-        env = data.get("environment")
-        if (data.get("code_configuration") is None and isinstance(env, dict) and env.get("conda_file")
-                and not env.get("image") and not env.get("build")):
-            # An MLflow deployment may replace its model's requirements with a conda file alone
-            # (`--set environment.conda_file=FILE`): the image is then the MLflow base one.
-            data["environment"] = {**env, "image": MLFLOW_BASE_IMAGE}
+        from ..mlflow_models import conda_only_environment  # (imports the specs: not at module level)
+
+        data = conda_only_environment(data)
         if "instance_count" in data:
             if "resources" in data:
                 raise ValueError("Can't set instance_count when resources is provided.")

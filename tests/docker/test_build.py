@@ -142,6 +142,9 @@ def test_labels(tiny: Tiny) -> None:
     assert labels["io.bepbuild.environment"] == "tiny-env:1"
     assert len(labels["io.bepbuild.model-sha256"]) == 64
     assert labels["io.bepbuild.version"]
+    assert labels["io.bepbuild.kind"] == "deployment"
+    assert labels["io.bepbuild.environment-image"] == tiny.doc["environment_image"]
+    assert labels["io.bepbuild.environment-image-id"] == tiny.doc["environment_image_id"]
     assert labels["org.opencontainers.image.title"] == "bepbuild-tiny/tiny-dpl"
     assert labels["org.opencontainers.image.version"] == short
     assert labels["org.opencontainers.image.vendor"] == "bepbuild"
@@ -300,11 +303,13 @@ def test_legacy_builder_image_works_and_has_no_wheels_either(tiny_home: Tiny, tm
     dangling = {i.id for i in client.images.list(filters={"dangling": True})}
     doc = deploy(tiny_home.folder / "deployment.yml", name="tiny-legacy",
                  opts=deploying.DeployOptions(backend=backend, force=True))
-    # The legacy builder keeps the install stage as an untagged image (its wheels included): ours to remove.
+    # The legacy builder keeps the environment's install stage as an untagged image (its wheels included):
+    # removed after the build.
     stages = [i.id for i in client.images.list(filters={"dangling": True}) if i.id not in dangling
               and any("/opt/bepbuild/venv/bin/pip install" in (h.get("CreatedBy") or "") for h in i.history())]
     try:
-        assert doc["built"] is True
+        assert stages == []
+        assert doc["built"] is True and doc["build_summary"]["environment_built"] is True
         assert json.loads(run_inside(doc["image"], PROBE).strip().splitlines()[-1])["six"] == "1.16.0"
         layers = scan_layers(doc["image"], tmp_path)
         assert wheels_in(layers) == []

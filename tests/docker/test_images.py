@@ -12,7 +12,7 @@ import docker
 import pytest
 from registry import LocalRegistry, free_port
 
-from bepbuild import config, images
+from bepbuild import config, image_push, images
 from bepbuild.errors import BuildError, EngineError
 
 pytestmark = pytest.mark.docker
@@ -107,6 +107,36 @@ def test_rebuild_of_existing_tag_is_skipped(tmp_path: Path, test_repo: str, back
     assert first.built is True
     assert again.built is False and again.image_id == first.image_id and again.log_path is None
     assert lines == []
+
+
+@pytest.mark.parametrize("backend", ["buildkit", "sdk"])
+def test_layers_built_and_size_are_reported(tmp_path: Path, test_repo: str, backend: str) -> None:
+    marker = uuid.uuid4().hex
+    dockerfile = f"FROM {config.base_image()}\nRUN echo {marker} > /m\nENV X=1\nCOPY a.txt /a.txt\n"
+    ctx = write_context(tmp_path, {"Dockerfile": dockerfile, "a.txt": "1"})
+    first = images.build(ctx, f"{test_repo}:one", labels=repo_labels(test_repo), backend=backend)
+    assert first.layers_built == 2  # RUN and COPY (ENV makes no layer)
+    assert first.size == images.engine().api.inspect_image(first.tag)["Size"]
+    (ctx / "a.txt").write_text("2")
+    second = images.build(ctx, f"{test_repo}:two", labels=repo_labels(test_repo), backend=backend)
+    assert second.layers_built == 1  # the RUN came from the cache
+    again = images.build(ctx, f"{test_repo}:two", labels=repo_labels(test_repo), backend=backend)
+    assert (again.built, again.layers_built, again.size) == (False, 0, second.size)
+
+
+def test_the_legacy_builder_leaves_no_throwaway_stage_behind(tmp_path: Path, test_repo: str) -> None:
+    marker = uuid.uuid4().hex
+    ctx = write_context(tmp_path, {"Dockerfile": (
+        f"FROM {config.base_image()} AS stage\nLABEL bepbuild.test.repo={test_repo}\n"
+        f"RUN echo {marker} > /secret\n"
+        f"FROM {config.base_image()}\nCOPY --from=stage /secret /copied\n")})
+    client = images.engine()
+    before = {i.id for i in client.images.list(all=True)}
+    built = images.build(ctx, f"{test_repo}:staged", labels=repo_labels(test_repo), backend="sdk")
+    left = [i for i in client.images.list(all=True) if i.id not in before and i.id != built.image_id]
+    # the image's own steps are its parents and stay; nothing of the stage (its RUN) does
+    assert not [i.id for i in left if any(marker in (h.get("CreatedBy") or "") for h in i.history())]
+    assert not client.images.list(filters={"dangling": True, "label": f"bepbuild.test.repo={test_repo}"})
 
 
 def containers_mentioning(marker: str) -> list[str]:
@@ -222,12 +252,15 @@ def test_push_and_pull_back(tmp_path: Path, test_repo: str, registry: LocalRegis
     built = images.build(ctx, tag, labels=repo_labels(test_repo), backend="buildkit")
     remote = f"{registry.address}/{test_repo}"
     lines: list[str] = []
-    pushed = images.push(tag, remote, on_line=lines.append)
+    pushed = image_push.push(tag, remote, on_line=lines.append)
     assert pushed["image"] == f"{remote}:abc123"
     assert pushed["digest"].startswith("sha256:") and len(pushed["digest"]) == 71
     assert lines
-    again = images.push(tag, remote, repo_tag="latest")
-    assert again == {"image": f"{remote}:latest", "digest": pushed["digest"]}
+    layers = len(images.engine().api.inspect_image(tag)["RootFS"]["Layers"])
+    assert (pushed["layers_pushed"], pushed["layers_existing"]) == (layers, 0) and pushed["bytes_pushed"] > 0
+    again = image_push.push(tag, remote, repo_tag="latest")
+    assert again == {"image": f"{remote}:latest", "digest": pushed["digest"], "layers_pushed": 0,
+                     "layers_existing": layers, "bytes_pushed": 0}
 
     for ref in (tag, f"{remote}:abc123", f"{remote}:latest"):
         images.remove_image(ref)
@@ -241,10 +274,10 @@ def test_push_to_a_dead_registry_is_a_build_error(tmp_path: Path, test_repo: str
     tag = f"{test_repo}:x"
     images.build(ctx, tag, labels=repo_labels(test_repo), backend="buildkit")
     with pytest.raises(BuildError) as info:
-        images.push(tag, f"127.0.0.1:{free_port()}/{test_repo}")
+        image_push.push(tag, f"127.0.0.1:{free_port()}/{test_repo}")
     assert "push failed" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(BuildError, match="no such local image"):
-        images.push(f"{test_repo}:nope", f"127.0.0.1:{free_port()}/{test_repo}")
+        image_push.push(f"{test_repo}:nope", f"127.0.0.1:{free_port()}/{test_repo}")
 
 
 def test_unknown_and_missing_things(tmp_path: Path, test_repo: str) -> None:

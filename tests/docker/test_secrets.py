@@ -4,9 +4,10 @@ The deployment needs a package that only a password-protected loopback index (PE
 from a hand-made wheel) serves. The host's pip is pointed at it with credentials in PIP_INDEX_URL,
 the conda file adds a second credential in an `--extra-index-url` line, and PIP_CERT names a CA
 bundle carrying a marker. After `bepbuild deploy`, `docker save` of the image is scanned: every file
-of every layer, the image config (environment, labels, history) and the manifest. Neither credential,
-nor the CA marker, nor any wheel may appear (Debian's own /usr/share/python-wheels excepted). The
-rendered build context and the host-side lock are checked for the credentials too.
+of every layer, the image config (environment, labels, history) and the manifest, for the deployment's
+image and for the environment image it starts FROM. Neither credential, nor the CA marker, nor any wheel
+may appear (Debian's own /usr/share/python-wheels excepted). The rendered build context and the
+host-side lock are checked for the credentials too.
 """
 
 from __future__ import annotations
@@ -197,7 +198,9 @@ def test_index_credentials_and_ca_stay_out_of_the_image(private_index: Index, tm
     proc = subprocess.run([str(BEPBUILD), "deploy", str(folder / "deployment.yml"), "-q", "-o", "json"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    tag = json.loads(proc.stdout)["image"]
+    doc = json.loads(proc.stdout)
+    tag, env_tag = doc["image"], doc["environment_image"]
+    assert env_tag and env_tag.startswith("bepbuild/env:")
     try:
         # the package really came from the protected index, with credentials
         assert any(path.startswith("/files/") and ok for path, ok in private_index.log), private_index.log
@@ -207,24 +210,33 @@ def test_index_credentials_and_ca_stay_out_of_the_image(private_index: Index, tm
         assert out.stdout.strip() == "42", out.stderr
 
         secrets = [host_cred.split(":", 1)[1].encode(), conda_cred.split(":", 1)[1].encode(), marker.encode()]
-        hits, wheels = scan_saved_image(tag, tmp_path, secrets)
-        assert {n.decode(): w for n, w in hits.items() if w} == {}
-        assert wheels == []
-        history = subprocess.run([DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag],
-                                 capture_output=True, text=True, check=True).stdout
-        inspect = subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True, text=True, check=True).stdout
-        for s in secrets:
-            assert s.decode() not in history and s.decode() not in inspect
+        # both images: the deployment's, and the environment image it starts FROM (where the wheels were installed)
+        for ref in (tag, env_tag):
+            hits, wheels = scan_saved_image(ref, tmp_path, secrets)
+            assert {n.decode(): w for n, w in hits.items() if w} == {}, ref
+            assert wheels == [], ref
+            history = subprocess.run([DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", ref],
+                                     capture_output=True, text=True, check=True).stdout
+            inspect = subprocess.run([DOCKER, "image", "inspect", ref], capture_output=True, text=True,
+                                     check=True).stdout
+            for s in secrets:
+                assert s.decode() not in history and s.decode() not in inspect, ref
 
-        # the build context sent to the engine (its wheels/ are bind-mounted, never copied) and the lock
+        # the build context sent to the engine: the deployment's holds no lock and no wheel; the environment's
+        # (its wheels/ bind-mounted, never copied) is removed once its image is built
         context = naming.context_dir(endpoint, "secret-dpl")
-        assert (context / "Dockerfile").is_file()
+        assert (context / "Dockerfile").is_file() and not (context / "wheels").exists()
         for s in secrets:
-            assert files_holding(context, s, skip=("wheels/",)) == [], s
+            assert files_holding(context, s) == [], s
+        assert list((bepbuild_home / "contexts" / "environments").iterdir()) == []
         # the host's own credential is nowhere in bepbuild's home (pip logs redact it; the lock has none)
         assert files_holding(bepbuild_home, secrets[0]) == []
         for lock in (bepbuild_home / "locks").glob("*.json"):
             assert "://" not in lock.read_text(), lock
     finally:
         images.remove_image(tag)
+        # the environment image too, unless a deployment image (of a session running now) was built from it
+        env_id = images.image_id(env_tag)
+        if env_id and not images.list_labelled(f"io.bepbuild.environment-image-id={env_id}"):
+            images.remove_image(env_tag)
         shutil.rmtree(tmp_path / "dep", ignore_errors=True)

@@ -23,7 +23,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every build as (backend, dockerfile); the image exists once a builder has run."""
     done: list[tuple[str, str]] = []
     monkeypatch.setattr(images, "engine", FakeEngine)
-    monkeypatch.setattr(images, "image_id", lambda tag: "sha256:" + "1" * 64 if done else None)
+    monkeypatch.setattr(images, "inspect", lambda tag: {"Id": "sha256:" + "1" * 64, "Size": 1} if done else None)
     monkeypatch.setattr(images, "_remove_orphans", lambda ids: None)
 
     def buildkit(context_dir: Path, dockerfile: str, *args: Any) -> None:
@@ -34,7 +34,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
     monkeypatch.setattr(images, "_build_buildkit", buildkit)
     monkeypatch.setattr(images, "_build_sdk", sdk)
-    monkeypatch.setattr(deploy, "image_labels", lambda p: {})
+    monkeypatch.setattr(deploy, "image_labels", lambda p, env=None: {})
     return done
 
 

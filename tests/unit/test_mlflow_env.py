@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from bepbuild import deploy, locking
-from bepbuild.environments import MLFLOW_BASE_IMAGE, BaseInfo, ModelEnvironment, mlflow_environment, plan
+from bepbuild import deploy, locking, mlflow_models
+from bepbuild.environments import BaseInfo, plan
 from bepbuild.errors import BuildError, SpecError, UserError
+from bepbuild.mlflow_models import MLFLOW_BASE_IMAGE, ModelEnvironment, mlflow_environment
 from bepbuild.specs import load_deployment
 
 HEART_MODEL = Path(__file__).resolve().parents[2] / "examples" / "heart-classifier-mlflow" / "model"
@@ -180,7 +181,7 @@ def test_custom_model_without_code_is_refused_at_deploy(tmp_path: Path) -> None:
     f = _deployment(tmp_path, "")
     loaded = load_deployment(f)
     with pytest.raises(SpecError, match="required unless the model is an MLflow model"):
-        deploy._is_generated(loaded, {"name": "m", "version": "1", "type": "custom_model", "path": str(tmp_path)})
+        mlflow_models.is_generated(loaded, {"name": "m", "version": "1", "type": "custom_model", "path": str(tmp_path)})
 
 
 # --- render: the generated driver is the code folder, and the code layer stays last ----------------
@@ -189,7 +190,8 @@ def test_custom_model_without_code_is_refused_at_deploy(tmp_path: Path) -> None:
 def test_render_puts_the_generated_driver_in_the_code_folder(tmp_path: Path) -> None:
     import bepbuild_runtime.mlflow_driver as driver
     from bepbuild.environments import EnvPlan
-    from bepbuild.render import MLFLOW_DRIVER, RenderInput, render
+    from bepbuild.mlflow_models import MLFLOW_DRIVER
+    from bepbuild.render import RenderInput, render
 
     inp = RenderInput(endpoint="tiny-ep", deployment="tiny-dpl", code_dir=None, scoring_script=MLFLOW_DRIVER,
                       model_path=HEART_MODEL, plan=EnvPlan(strategy="image"), base=DEBIAN,
@@ -211,6 +213,6 @@ def test_registered_mlflow_model_with_a_script_needs_an_environment(tmp_path: Pa
     sets = ["model=azureml:heart@latest", "code_configuration.code=code", "code_configuration.scoring_script=score.py"]
     loaded = load_deployment(f, sets=sets)  # a registered model: its type is known only at deploy
     model = {"name": "heart", "version": "1", "type": "mlflow_model", "path": str(HEART_MODEL)}
-    assert deploy._is_generated(loaded, model) is False
+    assert mlflow_models.is_generated(loaded, model) is False
     with pytest.raises(SpecError, match="environment: required when a scoring script is given for an MLflow model"):
         deploy._resolve_environment(None, loaded, model)  # type: ignore[arg-type]

@@ -71,3 +71,26 @@ def test_summary_only_counts_without_text() -> None:
     assert output.count_summary(None, 3).succeeded == 0
     with pytest.raises(TypeError, match="not a list or dataframe"):
         output.count_summary(42, 1)
+
+
+def test_human_sizes() -> None:
+    from bepbuild.output import human_size
+
+    assert [human_size(n) for n in (0, 999, 1000, 146_512_000, 3_200_000_000, 2 * 10**12)] == [
+        "0 B", "999 B", "1.0 kB", "146.5 MB", "3.2 GB", "2.0 TB"]
+
+
+def test_the_line_a_build_ends_with() -> None:
+    from bepbuild.cli.build import summary_line
+
+    doc = {"image": "bepbuild/ep/d:1", "built": True, "seconds": 2.04,
+           "build_summary": {"environment_image": "bepbuild/env:ab", "environment_built": False,
+                             "environment_seconds": 0.01, "layers_built": 1, "size": 1_180_000_000}}
+    assert summary_line(doc) == ("image bepbuild/ep/d:1 built in 2.0 s: environment bepbuild/env:ab reused, "
+                                 "1 layer built, 1.2 GB")
+    doc["build_summary"] |= {"environment_built": True, "environment_seconds": 41.26, "layers_built": 3}
+    assert "environment bepbuild/env:ab built (41.3 s), 3 layers built" in summary_line(doc)
+    doc |= {"built": False, "seconds": 0.5}
+    doc["build_summary"] |= {"environment_image": None, "layers_built": 0}
+    assert summary_line(doc) == ("image bepbuild/ep/d:1 up to date, not rebuilt (0.5 s): no environment image "
+                                 "(the base image is the environment), 0 layers built, 1.2 GB")

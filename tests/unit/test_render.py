@@ -1,7 +1,8 @@
 """Rendering build contexts: golden Dockerfiles, byte-for-byte determinism, the content hash, and
 user strings that must not be able to inject Dockerfile instructions. No engine needed.
 
-The expected Dockerfiles are checked in under ``tests/unit/golden/Dockerfile.<strategy>[.legacy]``.
+The expected Dockerfiles are checked in under ``tests/unit/golden/``: the deployment's as
+``Dockerfile.<strategy>[.legacy]``, the environment image's as ``Dockerfile.env.<strategy>[.legacy]``.
 When a template change is intended, regenerate them and review the diff:
 
     BEPBUILD_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_render.py
@@ -10,6 +11,7 @@ When a template change is intended, regenerate them and review the diff:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import stat
@@ -17,16 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from bepbuild import locking
+from bepbuild import env_images, locking
 from bepbuild.environments import BaseInfo, EnvPlan
 from bepbuild.errors import SpecError, UserError
-from bepbuild.render import FIXED_MTIME, Rendered, RenderInput, dockerfile, render
+from bepbuild.hashing import FIXED_MTIME
+from bepbuild.render import Rendered, RenderInput, dockerfile, render
 from bepbuild.specs import load_deployment
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BEPBUILD_UPDATE_GOLDEN", "") not in ("", "0")
 STRATEGIES = ("pip", "conda", "image")
 FAKE_ID = "sha256:" + "0" * 64
+ENV_TAG = "bepbuild/env:0123456789abcdef"  # what a pip or conda deployment starts FROM
 WHEELS = {
     "six-1.16.0-py2.py3-none-any.whl": b"fake six wheel\n",
     "tinydep-0.1.0-py3-none-any.whl": b"fake tinydep wheel\n",
@@ -76,13 +80,25 @@ def sources(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def make_input(strategy: str, code: Path, model: Path, *, scoring_script: str = "score.py",
-               base_image: str = "local/debian-py:bookworm") -> RenderInput:
+               base_image: str | None = None) -> RenderInput:
     base = fake_base(strategy)
+    env_image = ENV_TAG if strategy in ("pip", "conda") else None
     return RenderInput(
         endpoint="tiny-ep", deployment="tiny-dpl", code_dir=code, scoring_script=scoring_script, model_path=model,
-        plan=fake_plan(strategy), base=base, base_image=base_image,
-        lock=fake_lock() if strategy == "pip" else None, conda=base.conda,
+        plan=fake_plan(strategy), base=base,
+        base_image=base_image if base_image is not None else env_image or "local/debian-py:bookworm",
+        lock=fake_lock() if strategy == "pip" else None, conda=base.conda, env_image=env_image,
     )
+
+
+def env_context(strategy: str, **changes: object) -> env_images.EnvContext:
+    """The environment image's context of a pip or conda environment (fields of the base changed by `changes`)."""
+    base = fake_base(strategy)
+    for k, v in changes.items():
+        setattr(base, k, v)
+    ctx = env_images.prepare(fake_plan(strategy), base, fake_lock() if strategy == "pip" else None)
+    assert ctx is not None
+    return ctx
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
@@ -105,7 +121,21 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_golden_dockerfile(strategy: str, legacy: bool, sources: tuple[Path, Path]) -> None:
     text = dockerfile(make_input(strategy, *sources), legacy=legacy)
-    golden = GOLDEN / f"Dockerfile.{strategy}{'.legacy' if legacy else ''}"
+    check_golden(text, f"Dockerfile.{strategy}{'.legacy' if legacy else ''}")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["buildkit", "legacy"])
+@pytest.mark.parametrize("strategy", ["pip", "conda"])
+def test_golden_environment_dockerfile(strategy: str, legacy: bool) -> None:
+    base = fake_base(strategy)
+    text = env_images.dockerfile(fake_plan(strategy), base.image, base.conda, legacy=legacy)
+    check_golden(text, f"Dockerfile.env.{strategy}{'.legacy' if legacy else ''}")
+    name = "Dockerfile.legacy" if legacy else "Dockerfile"
+    assert env_context(strategy).files[name] == text.encode()
+
+
+def check_golden(text: str, name: str) -> None:
+    golden = GOLDEN / name
     if UPDATE:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
@@ -135,17 +165,36 @@ def test_what_matters_in_every_dockerfile(strategy: str, sources: tuple[Path, Pa
         ins = instructions(dockerfile(make_input(strategy, *sources), legacy=legacy))
         assert ins[-1] == 'ENTRYPOINT ["python3", "-m", "bepbuild_runtime"]'
         assert "USER 10001:10001" in ins
-        assert [i for i in ins if i.startswith("FROM ")][-1] == "FROM local/debian-py:bookworm"
-        # code is the last COPY, so that a code change rebuilds one layer
-        copies = [i for i in ins if i.startswith("COPY ")]
-        assert copies[-1].startswith("COPY code/ ") and copies[-2].startswith("COPY model/ ")
+        # one stage, FROM the environment's own image (or the base used as it is)
+        froms = [i for i in ins if i.startswith("FROM ")]
+        assert froms == [f"FROM {ENV_TAG if strategy != 'image' else 'local/debian-py:bookworm'}"]
+        # only the deployment's own layers: runtime, model, code last (a code change rebuilds one layer)
+        assert [i.split()[1] for i in ins if i.startswith(("COPY ", "RUN ", "ADD "))] == ["runtime/", "model/",
+                                                                                          "code/"]
+        assert not any("wheels" in i or "--mount" in i or "requirements.lock" in i for i in ins)
+
+
+@pytest.mark.parametrize("strategy", ["pip", "conda"])
+def test_what_matters_in_every_environment_dockerfile(strategy: str) -> None:
+    base = fake_base(strategy)
+    for legacy in (False, True):
+        ins = instructions(env_images.dockerfile(fake_plan(strategy), base.image, base.conda, legacy=legacy))
+        final = ins[max(i for i, x in enumerate(ins) if x.startswith("FROM ")):]
+        assert final[0] == "FROM local/debian-py:bookworm"
+        assert final[-1] == "ENV PATH=/opt/bepbuild/venv/bin:$PATH"
         mounts = [i for i in ins if "--mount" in i]
         if legacy:
             assert mounts == [], "the legacy builder rejects RUN --mount"
         elif strategy == "pip":
             assert mounts and all("type=bind,source=wheels" in i and "--no-index" in i for i in mounts)
-        if not (legacy and strategy == "pip"):
-            assert not any("wheels" in i for i in copies), "wheels must never be COPY'd into the final image"
+        else:
+            assert mounts and all("type=secret,id=ca" in i for i in mounts)
+        # wheels are never copied into the image's own stage (the legacy builder's throwaway stage only)
+        assert not any("wheels" in i for i in final if i.startswith("COPY "))
+        if legacy and strategy == "pip":
+            stage = ins[:ins.index(final[0])]
+            assert stage[0] == "FROM local/debian-py:bookworm AS install" and "COPY wheels /wheels" in stage
+            assert any("io.bepbuild.stage=environment-install" in i for i in stage if i.startswith("LABEL "))
 
 
 # --- determinism and the content hash ----------------------------------------------------------------
@@ -159,15 +208,14 @@ def test_two_renders_are_byte_identical(tmp_path: Path, sources: tuple[Path, Pat
     assert a.files == b.files
     snap_a, snap_b = snapshot(a.context), snapshot(b.context)
     assert snap_a == snap_b
-    # files we write have normalized modes and mtimes (wheels are links into the wheelhouse)
+    # files we write have normalized modes and mtimes
     for rel, (kind, mode, mtime, _) in snap_a.items():
-        if rel.startswith("wheels/"):
-            continue
         assert mtime == FIXED_MTIME, rel
         # model files keep the registry's read-only modes; the rest is writable by its owner
         expected = 0o755 if kind == "dir" or rel == "code/tool.sh" else 0o444 if rel.startswith("model/") else 0o644
         assert mode == expected, rel
-    assert sorted(r for r in snap_a if r.startswith("wheels/")) == [f"wheels/{w}" for w in sorted(WHEELS)]
+    # no wheel and no lock: they are the environment image's
+    assert not any(r.startswith(("wheels", "env")) for r in snap_a)
 
 
 def test_render_again_into_the_same_folder_is_stable_and_prunes(tmp_path: Path, sources: tuple[Path, Path]) -> None:
@@ -176,7 +224,11 @@ def test_render_again_into_the_same_folder_is_stable_and_prunes(tmp_path: Path, 
     (tmp_path / "ctx" / "code" / "stale.py").write_text("left over\n")
     (tmp_path / "ctx" / "old-dir").mkdir()
     (tmp_path / "ctx" / "old-dir" / "x").write_text("x")
-    (tmp_path / "ctx" / "wheels" / "stray-1.0-py3-none-any.whl").write_bytes(b"stray")
+    # a context of an earlier bepbuild: its wheels/ (links into the wheelhouse) and its lock go
+    (tmp_path / "ctx" / "wheels").mkdir()
+    os.link(locking.wheelhouse() / next(iter(WHEELS)), tmp_path / "ctx" / "wheels" / next(iter(WHEELS)))
+    (tmp_path / "ctx" / "env").mkdir()
+    (tmp_path / "ctx" / "env" / "requirements.lock").write_text("six==1.16.0\n")
     second = render(inp, tmp_path / "ctx")
     assert second.content_hash == first.content_hash
     assert snapshot(tmp_path / "ctx") == snapshot(render(inp, tmp_path / "fresh").context)
@@ -214,23 +266,31 @@ def test_model_lock_and_base_changes_change_the_hash(tmp_path: Path, sources: tu
     assert hash_of(tmp_path, inp, "other-lock").content_hash != base
 
 
-def test_wheels_folder_is_not_part_of_the_hash(tmp_path: Path, sources: tuple[Path, Path]) -> None:
+def test_the_environment_image_follows_its_base_and_lock() -> None:
+    ctx = env_context("pip")
+    assert ctx.tag == f"bepbuild/env:{ctx.content_hash[:16]}" and env_context("pip").tag == ctx.tag
+    assert sorted(ctx.files) == ["Dockerfile", "Dockerfile.legacy", "bepbuild.env.json", "env/requirements.lock"]
+    assert ctx.files["env/requirements.lock"] == fake_lock().text().encode()
+    assert env_context("pip", image_id="sha256:" + "1" * 64).tag != ctx.tag  # another base image
+    assert env_context("pip", image="local/renamed:x").tag != ctx.tag  # the name FROM gives
+    other = env_images.prepare(fake_plan("pip"), fake_base("pip"),
+                               locking.Lock("0" * 32, "3.11.2", ["six"], fake_lock().packages[:1]))
+    assert other is not None and other.tag != ctx.tag  # another lock
+    assert env_context("conda").tag not in (ctx.tag, None)
+    assert env_images.prepare(fake_plan("image"), fake_base("image"), None) is None  # the image is the environment
+    labels = ctx.labels()
+    assert labels["io.bepbuild.kind"] == "environment" and labels["io.bepbuild.content-hash"] == ctx.content_hash
+    assert labels["io.bepbuild.packages"] == "six==1.16.0 tinydep==0.1.0" and labels["io.bepbuild.python"] == "3.11.2"
+    assert int(labels["io.bepbuild.wheels-bytes"]) == sum(len(d) for d in WHEELS.values())
+
+
+def test_the_deployment_hash_follows_its_environment_image(tmp_path: Path, sources: tuple[Path, Path]) -> None:
     inp = make_input("pip", *sources)
-    linked = render(inp, tmp_path / "linked")
-    assert not any(f.startswith("wheels/") for f in linked.files)
-    assert sorted(p.name for p in (linked.context / "wheels").iterdir()) == sorted(WHEELS)
-    # copies instead of hard links, another mtime: the same hash
-    other = tmp_path / "copied"
-    render(inp, other)
-    for name, data in WHEELS.items():
-        (other / "wheels" / name).unlink()
-        (other / "wheels" / name).write_bytes(data)
-        os.utime(other / "wheels" / name, (1, 1))
-    assert render(inp, other).content_hash == linked.content_hash
-    # and a strategy without wheels leaves wheels/ empty
-    image = render(make_input("image", *sources), other)
-    assert list((other / "wheels").iterdir()) == []
-    assert image.content_hash != linked.content_hash
+    first = render(inp, tmp_path / "a")
+    inp.env_image = inp.base_image = "bepbuild/env:fedcba9876543210"
+    second = render(inp, tmp_path / "b")
+    assert second.content_hash != first.content_hash
+    assert "FROM bepbuild/env:fedcba9876543210\n" in (second.context / "Dockerfile").read_text()
 
 
 # --- user strings in the Dockerfile --------------------------------------------------------------------
@@ -294,11 +354,16 @@ def test_digest_image_references_are_accepted(sources: tuple[Path, Path]) -> Non
     assert f"FROM {ref}\n" in dockerfile(make_input("image", *sources, base_image=ref))
 
 
-def test_bad_conda_executable_is_refused(sources: tuple[Path, Path]) -> None:
-    inp = make_input("conda", *sources)
-    inp.conda = "/opt/conda/bin/mamba; curl x"
+def test_bad_conda_executable_is_refused() -> None:
     with pytest.raises(UserError, match="executable path"):
-        dockerfile(inp)
+        env_images.dockerfile(fake_plan("conda"), "local/debian-py:bookworm", "/opt/conda/bin/mamba; curl x")
+
+
+@pytest.mark.parametrize("image", ["local/debian-py:bookworm\nRUN rm -rf /", "img:1 AS x", ""])
+def test_bad_base_image_references_are_refused_in_the_environment_dockerfile(image: str) -> None:
+    for legacy in (False, True):
+        with pytest.raises(UserError, match="image reference"):
+            env_images.dockerfile(fake_plan("pip"), image, None, legacy=legacy)
 
 
 # --- what goes into the context -------------------------------------------------------------------------
@@ -306,12 +371,13 @@ def test_bad_conda_executable_is_refused(sources: tuple[Path, Path]) -> None:
 
 def test_context_layout(tmp_path: Path, sources: tuple[Path, Path]) -> None:
     r = render(make_input("pip", *sources), tmp_path / "ctx")
-    assert "Dockerfile" in r.files and "Dockerfile.legacy" in r.files
-    assert "env/requirements.lock" in r.files and "bepbuild.lock.json" in r.files
+    assert "Dockerfile" in r.files and "Dockerfile.legacy" in r.files and "bepbuild.lock.json" in r.files
+    manifest = json.loads((r.context / "bepbuild.lock.json").read_text())
+    assert manifest["environment_image"] == ENV_TAG and manifest["lock_sha256"] == fake_lock().digest
     assert {"code/score.py", "code/lib/helper.py", "code/tool.sh"} <= set(r.files)
     assert {"model/tiny-model/weights.bin", "model/tiny-model/sub/config.json"} <= set(r.files)
     assert "runtime/bepbuild_runtime/__main__.py" in r.files
-    lock = (r.context / "env" / "requirements.lock").read_text()
+    lock = env_context("pip").files["env/requirements.lock"].decode()
     assert "six==1.16.0 --hash=sha256:" in lock and "tinydep==0.1.0 --hash=sha256:" in lock
     assert str(tmp_path) not in "".join((r.context / f).read_text() for f in ("Dockerfile", "bepbuild.lock.json"))
 
