@@ -11,7 +11,9 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,37 @@ from .store import Store
 STAGING = ".staging"
 # The registry folder of each kind whose versions hold files.
 KIND_DIRS = {"model": "models", "environment": "environments"}
+# Set inside `preview`: the caller's folder where what would be registered is frozen instead.
+_preview_root: ContextVar[Path | None] = ContextVar("bepbuild_registry_preview", default=None)
+
+
+@contextmanager
+def preview(scratch: Path) -> Iterator[None]:
+    """Register nothing inside this block, whoever asks (deploy's inline model and environment, an MLflow
+    model's own environment): `bepbuild test` builds exactly what deploy would and leaves the registry
+    as it was.
+
+    `register_model` and `register_environment` return an identical registered version when there is
+    one, as they always do, and otherwise the record they would write, with the version it would get
+    and its files frozen (as the registry freezes them) in a copy under `scratch`, a folder of the
+    caller's that the caller removes.
+    """
+    token = _preview_root.set(scratch)
+    try:
+        yield
+    finally:
+        _preview_root.reset(token)
+
+
+def _unregistered(store: Store, kind: str, name: str, version: str | None, doc: dict[str, Any],
+                  staged: Path | None, *, same: Callable[[dict[str, Any]], bool], reuse_latest: bool
+                  ) -> dict[str, Any]:
+    """The record `register_version` would write (see `preview`), or the version it would return."""
+    found, name, version = store.preview_version(kind, name, version, same=same, reuse_latest=reuse_latest)
+    if found is not None:
+        return found
+    return {**doc, "name": name, "version": version, "unregistered": True,
+            **({"path": str(staged)} if staged is not None else {})}
 
 
 def _staging_root() -> Path:
@@ -71,8 +104,8 @@ def _why(e: OSError) -> str:
     return str(e.strerror or e)[:200]
 
 
-def _stage(src: Path, what: str) -> Path:
-    """Copy a file or folder into a new staging folder of the registry; returns the copy.
+def _stage(src: Path, what: str, root: Path | None = None) -> Path:
+    """Copy a file or folder into a new staging folder of the registry (or of `root`); returns the copy.
 
     The copy is frozen there, before it is registered: files read-only, times fixed. Build contexts
     hard-link these files and never need to change them, and no link can be written through.
@@ -83,7 +116,7 @@ def _stage(src: Path, what: str) -> Path:
         walk_files(src)  # refuses symlinks and special files before anything is copied
     except ValueError as e:
         raise UserError(f"{what} path {src}: {e}") from e
-    root = _staging_root()
+    root = root or _staging_root()
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root))
     dest = staging / src.name
@@ -177,7 +210,7 @@ def register_model(
                                    reuse_latest=reuse_same_content)
         if found is not None:
             return found
-    staged = _stage(path, "model")
+    staged = _stage(path, "model", _preview_root.get())
     digest = tree_sha256(staged)  # of what is registered, should the source change during the copy
     doc: dict[str, Any] = {
         "type": type,
@@ -187,6 +220,9 @@ def register_model(
         "folder_name": path.name,
         "sha256": digest,
     }
+    if _preview_root.get() is not None:
+        return _unregistered(store, "model", name, version, doc, staged, same=same_as(digest),
+                             reuse_latest=reuse_same_content)
     return _commit(store, "model", name, version, doc, staged, same=same_as(digest),
                    reuse_latest=reuse_same_content)
 
@@ -215,12 +251,19 @@ def register_environment(store: Store, loaded: Loaded[Any], env: EnvironmentSpec
         found = store.find_version("environment", name, env.version, same=same, reuse_latest=reuse_same_content)
         if found is not None:
             return found
+    scratch = _preview_root.get()
     if ctx is None:
+        if scratch is not None:
+            return _unregistered(store, "environment", name, env.version, doc, None, same=same,
+                                 reuse_latest=reuse_same_content)
         record, _ = store.register_version("environment", name, env.version, doc, same=same,
                                            reuse_latest=reuse_same_content)
         return record
-    staged = _stage(ctx, "environment build")
+    staged = _stage(ctx, "environment build", scratch)
     doc["build"]["sha256"] = tree_sha256(staged)
+    if scratch is not None:
+        return _unregistered(store, "environment", name, env.version, doc, staged, same=same,
+                             reuse_latest=reuse_same_content)
     return _commit(store, "environment", name, env.version, doc, staged, same=same,
                    reuse_latest=reuse_same_content)
 

@@ -213,6 +213,13 @@ class Store:
         """
         return _pick_version(self.conn, kind, name, version, same, reuse_latest)[0]
 
+    def preview_version(self, kind: str, name: str, version: str | None, *, same: Callable[[dict[str, Any]], bool],
+                        reuse_latest: bool = False) -> tuple[dict[str, Any] | None, str, str]:
+        """What `register_version` would do now, writing nothing: (the version it would return or None,
+        the name it would record, the version it would add)."""
+        found, name, version, _seq = _pick_version(self.conn, kind, name, version, same, reuse_latest)
+        return found, name, version
+
     def get_version(self, kind: str, name: str, version: str | None = None, label: str | None = None) -> dict[str, Any]:
         """One version, or the one a label names (`latest` = the last one registered)."""
         if version is not None:
