@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout, queue, reports, settings
-from .worker import BATCH, PHASE, PHASE_READY, STARTED, STATE_SIZE, WorkerSpec, worker_main
+from .worker import (
+    BATCH,
+    PHASE,
+    PHASE_READY,
+    STARTED,
+    STATE_SIZE,
+    WorkerSpec,
+    make_workdir,
+    remove_workdir,
+    worker_main,
+)
 
 INIT_TRIES_PER_WORKER = 3  # Azure: a node stops trying after 3 x process_count_per_node init() failures
 POLL_SECONDS = 0.05  # a poll costs ~50 us (sentinels, flags, a first pending entry): stop soon after the drain
@@ -129,8 +139,10 @@ class Supervisor:
             slot.state[i] = 0.0
         queue.touch_heartbeat(self.job, slot.name)  # the host must see it alive from the start
         gpu = self.gpus[slot.index % len(self.gpus)] if self.gpus else None
+        slot.extra["workdir"] = make_workdir(self.settings.environment_variables, slot.name)
         spec = WorkerSpec(self.job, self.input_dir, self.instance, slot.index, slot.name, self.code_dir,
-                          self.script, self.settings, self.threads, gpu, len(self.gpus))
+                          self.script, self.settings, self.threads, gpu, len(self.gpus),
+                          workdir=slot.extra["workdir"])
         slot.proc = self.ctx.Process(target=worker_main, args=(spec, slot.state, self.stop_flag),
                                      name=slot.name)
         slot.proc.start()
@@ -146,6 +158,7 @@ class Supervisor:
         """Handle the exit of the worker of `slot`: give back its claims, restart it if useful."""
         proc, slot.proc = slot.proc, None
         proc.join()
+        remove_workdir(slot.extra.pop("workdir", None))  # however it ended: it cannot clean up after a crash
         code = proc.exitcode
         stopping = self.exit_code is not None
         was_ready = slot.state[PHASE] >= PHASE_READY  # shared memory outlives the process

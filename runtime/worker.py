@@ -47,6 +47,7 @@ class WorkerSpec:
     threads: int
     gpu: str | None = None
     gpu_count: int = 0
+    workdir: str | None = None  # made by the supervisor (make_workdir), which removes it when the worker ends
 
 
 def thread_env(spec: WorkerSpec) -> dict[str, str]:
@@ -58,6 +59,28 @@ def thread_env(spec: WorkerSpec) -> dict[str, str]:
     env[layout.ENV_WORKER] = spec.name
     env.update(spec.settings.environment_variables)  # the user's choice wins
     return env
+
+
+def make_workdir(spec_env: dict[str, str], worker: str) -> str | None:
+    """A fresh temp folder for a worker to run in (Azure runs workers in one), in the temp dir the
+    worker will see (the deployment's TMPDIR/TEMP/TMP win); None where none can be made.
+
+    Made and removed by the supervisor, not the worker: a worker that fails init() or crashes
+    never gets to clean up, and the process backend's temp dir is the host's.
+    """
+    wanted = next((spec_env[k] for k in ("TMPDIR", "TEMP", "TMP") if spec_env.get(k)), None)
+    for folder in ([wanted] if wanted else []) + [None]:
+        try:
+            return tempfile.mkdtemp(prefix=f"bepbuild-{worker}-", dir=folder)
+        except OSError:  # no writable temp dir (read-only root): the worker stays where it is
+            continue
+    return None
+
+
+def remove_workdir(path: str | None) -> None:
+    """Remove a folder made by make_workdir (never what a link put in its place points to)."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)  # fd-based on Linux: a link inside is removed, not followed
 
 
 def _redirect(target_fd: int, path: str) -> None:
@@ -159,11 +182,11 @@ def _worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
     _prepare_process(spec)
     logs = reports.WorkerLogs(spec.job_dir, spec.name)
     logs.note(f"pid={os.getpid()} starting: threads={spec.threads} gpu={spec.gpu}")
-    try:
-        workdir: str | None = tempfile.mkdtemp(prefix=f"bepbuild-{spec.name}-")
-        os.chdir(workdir)  # Azure runs workers in a temp dir; the code dir may be read-only
-    except OSError:  # no writable temp dir (read-only root): stay where we are
-        workdir = None
+    if spec.workdir:
+        try:
+            os.chdir(spec.workdir)  # Azure runs workers in a temp dir; the code dir may be read-only
+        except OSError:
+            pass
     try:
         module = import_script(spec.code_dir, spec.scoring_script, spec.settings.logging_level)
         init = getattr(module, "init", None)
@@ -188,8 +211,6 @@ def _worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
             _traceback_to(spec.job_dir, spec.name, "shutdown() failed:")
     logs.note("stopped")
     logs.close()
-    if workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(layout.EXIT_OK)
 
 

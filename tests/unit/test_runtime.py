@@ -399,3 +399,19 @@ def test_more_rows_than_inputs_are_kept_but_capped_in_the_counts(tmp_path: Path)
     assert (done["succeeded"], done["failed"]) == (2, 0)
     node = (paths["job"] / layout.LOG_SYS_NODE / "i0" / "i0.0.txt").read_text()
     assert "run() returned 6 items, which is more than input count 2" in node
+
+
+@pytest.mark.parametrize("how", ["init fails", "worker crashes", "run() times out", "clean"])
+def test_worker_temp_folders_are_removed_however_the_worker_ends(tmp_path: Path, how: str) -> None:
+    # Workers run in a temp folder (as Azure's do): on the process backend it is in the host's /tmp,
+    # so one left behind by an init() failure or a crash would pile up there.
+    files = {"init fails": ["a.txt"], "worker crashes": ["crashonce.txt", "b.txt"],
+             "run() times out": ["slow.txt", "b.txt"], "clean": ["a.txt", "b.txt"]}[how]
+    env = {"FAIL_INIT": "raise"} if how == "init fails" else {}
+    paths = make_job(tmp_path, files, mini_batch_size=1, max_retries=1, timeout=1,
+                     max_concurrency_per_instance=2, environment_variables=env)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    assert run(paths, TMPDIR=str(tmp)) == (layout.EXIT_INIT_FAILED if how == "init fails" else 0)
+    assert len(marks(paths, "init.txt")) >= 2  # every worker got as far as init()
+    assert os.listdir(tmp) == []
