@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# A Docker engine and the local base image (idempotent). Outside CI a missing engine is reported,
-# and the docker tests then say so loudly; under CI=true it is an error.
-engine:
-	@bash scripts/engine.sh || { [ "$$CI" != true ] && echo "warning: no Docker engine: docker tests will fail or be skipped"; }
+# A Docker engine and the local base images, the default one and local/debian-py:3.8 (idempotent).
+# Outside CI a missing engine is reported, and the docker tests then say so loudly; under CI=true it is an error.
+engine: $(STAMP)
+	@BEPBUILD_CLI=$(BIN)/bepbuild bash scripts/engine.sh || { [ "$$CI" != true ] && echo "warning: no Docker engine: docker tests will fail or be skipped"; }
 
 # Debian's headless Chromium for the dashboard's browser tests (idempotent), driven by Playwright.
 # Outside CI a missing one is reported, and the browser tests then say so loudly; under CI=true it is an error.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make a Docker engine and the default local base image available (idempotent).
+# Make a Docker engine and the local base images available (idempotent).
 # On Debian as root with no engine answering: install docker.io + mmdebstrap, start dockerd in the
-# background, and build the base image from Debian's archive (no registry needed).
+# background, and build the base image from Debian's archive (no registry needed); then the bases with
+# another Python (3.8) from this host's pyenv installations.
 # Elsewhere: explain what is missing and exit 1.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -60,5 +61,24 @@ if ! "$DOCKER" image inspect "$BASE" >/dev/null 2>&1; then
     bookworm - "$SRC" 2>"$LOG_DIR/mmdebstrap.log" \
   | "$DOCKER" import -c 'ENV LANG=C.UTF-8' -c 'CMD ["python3"]' - "$BASE" >/dev/null
   say "base image $BASE built in $(took "$t")"
+fi
+# Local bases with another Python (environments and MLflow models that pin one, as Azure's pin 3.8):
+# the default base plus this host's pyenv installation of it (`bepbuild base build`, idempotent).
+# Needs bepbuild (BEPBUILD_CLI, which `make engine` passes); outside CI a failure is a warning.
+PYTHONS=${BEPBUILD_BASE_PYTHONS:-3.8}
+if [ -n "${BEPBUILD_CLI:-}" ] && [ -x "$BEPBUILD_CLI" ]; then
+  for v in $PYTHONS; do
+    t=$(now)
+    if out=$(BEPBUILD_BASE_IMAGE="$BASE" "$BEPBUILD_CLI" base build --python "$v" -q -o tsv --query built 2>&1); then
+      case "$out" in
+        true|True) say "base image local/debian-py:$v built in $(took "$t")" ;;
+        *) say "base image local/debian-py:$v up to date ($(took "$t"))" ;;
+      esac
+    elif [ "${CI:-}" = true ]; then
+      echo "$out" >&2; say "base image local/debian-py:$v could not be built" >&2; exit 1
+    else
+      echo "$out" >&2; say "warning: no base image local/debian-py:$v: deployments pinning Python $v will build it or fail" >&2
+    fi
+  done
 fi
 say "ready: $("$DOCKER" version -f '{{.Server.Version}}') , base image $BASE"

@@ -59,7 +59,7 @@ def summary_line(doc: dict[str, Any]) -> str:
     state = f"built in {took}" if doc.get("built") else f"up to date, not rebuilt ({took})"
     env = s.get("environment_image")
     if env is None:
-        parts = ["no environment image (the base image is the environment)"]
+        parts = ["no environment image (the environment is its image as it is)"]
     elif s.get("environment_built"):
         parts = [f"environment {env} built ({s.get('environment_seconds', 0):.1f} s)"]
     else:

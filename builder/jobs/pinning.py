@@ -118,9 +118,10 @@ def image_gone(job: str, tag: str, image_id: str | None) -> str:
 
 
 def held_images(store: Store) -> set[str]:
-    """Tags and ids of images that jobs of this home may still run (docker jobs not Completed)."""
+    """Tags and ids of images that jobs of this home may still run (docker jobs not Completed, archived
+    ones too: `job resume` takes them)."""
     held: set[str] = set()
-    for job in store.list_jobs():
+    for job in store.list_jobs(archived="include"):
         if job.get("backend") == "docker" and may_run_again(job):
             held.update(v for v in (job.get("image"), job.get("image_id")) if v)
     return held

@@ -9,7 +9,9 @@
   an unsupported extension and a cell that does not parse fail their file only.
 - deployment-custom (a scoring script over the MLflow model) and custom-outputs-parquet
   (summary_only: one parquet per input, no predictions.csv).
-- `model create --type mlflow_model` refusals, and old pins: one error line with the way out.
+- `model create --type mlflow_model` refusals, and pins that cannot install: one error line with the way out.
+- examples/mlflow-py38: a model saved with Python 3.8 whose pins have no wheels for Python 3.11
+  (scikit-learn 1.1.2) deploys with no environment, on a base with Python 3.8, and scores.
 
 One BEPBUILD_HOME for the module, so the lock, wheelhouse and images are made once.
 """
@@ -31,9 +33,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 HEART = REPO / "examples" / "heart-classifier-mlflow"
 PARQUET = REPO / "examples" / "custom-outputs-parquet"
+PY38 = REPO / "examples" / "mlflow-py38"
 BEPBUILD = str(Path(sys.executable).with_name("bepbuild"))
 DOCKER = "/usr/bin/docker"
 ENDPOINT = "heart-classifier-batch"
+PY38_ENDPOINT = "tumour-classifier-py38"
 
 pytestmark = pytest.mark.docker
 
@@ -42,10 +46,22 @@ pytestmark = pytest.mark.docker
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("mlflow-home")
     yield home
-    images = subprocess.run([DOCKER, "images", "-q", "--filter", f"reference=bepbuild/{ENDPOINT.lower()}/*"],
+    environments: set[str] = set()
+    for endpoint in (ENDPOINT, PY38_ENDPOINT):
+        listed = bep(home, "batch-deployment", "list", "--endpoint-name", endpoint, "-o", "json", ok=False)
+        if listed.returncode == 0:
+            environments |= {d["environment_image"] for d in json.loads(listed.stdout) if d.get("environment_image")}
+    images = subprocess.run([DOCKER, "images", "-q", "--filter", f"reference=bepbuild/{ENDPOINT.lower()}/*",
+                             "--filter", f"reference=bepbuild/{PY38_ENDPOINT}/*"],
                             capture_output=True, text=True).stdout.split()
     if images:
         subprocess.run([DOCKER, "rmi", "-f", *sorted(set(images))], capture_output=True)
+    # Their environment images too, unless a deployment image (of a session running now) was built from one.
+    for tag in sorted(environments):
+        users = subprocess.run([DOCKER, "images", "-q", "--filter", f"label=io.bepbuild.environment-image={tag}"],
+                               capture_output=True, text=True).stdout.split()
+        if not users:
+            subprocess.run([DOCKER, "rmi", tag], capture_output=True)
 
 
 def bep(home: Path, *args: str, cwd: Path = HEART, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -199,11 +215,12 @@ def test_model_create_mlflow_refusals(home: Path, tmp_path: Path) -> None:
     assert "flavors: not_pyfunc, sklearn" in proc.stderr
 
 
-def test_old_pins_are_one_error_line_and_can_be_overridden(home: Path, simple: dict, tmp_path: Path) -> None:
+def test_pins_that_cannot_install_are_one_error_line_and_can_be_overridden(home: Path, simple: dict,
+                                                                          tmp_path: Path) -> None:
     work = tmp_path / "old"
     shutil.copytree(HEART, work, ignore=shutil.ignore_patterns("data", "train"))
-    # Azure's heart model was saved on Python 3.8 with scikit-learn 1.1.2: no wheel for Python 3.11.
-    (work / "model" / "requirements.txt").write_text("mlflow\ncloudpickle==1.6.0\nscikit-learn==1.1.2\n")
+    # Saved with Python 3.8, pinning a scikit-learn that needs 3.10 or newer: nothing installs it on 3.8.
+    (work / "model" / "requirements.txt").write_text("mlflow\ncloudpickle==3.1.2\nscikit-learn==1.9.1\n")
     (work / "model" / "python_env.yaml").write_text("python: 3.8.10\ndependencies:\n- -r requirements.txt\n")
     bep(home, "model", "create", "--name", "heart-old-pins", "--type", "mlflow_model", "--path", "model", cwd=work)
     sets = ["--set", "model=azureml:heart-old-pins@latest", "--set", "name=old-pins"]
@@ -211,9 +228,9 @@ def test_old_pins_are_one_error_line_and_can_be_overridden(home: Path, simple: d
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == proc.stderr.splitlines()[-1]
-    assert "the MLflow model's requirements.txt cannot be installed on Python 3.11" in errors[0]
-    assert "the model was saved with Python 3.8.10" in errors[0]
-    assert "No matching distribution found for" in errors[0]
+    assert "the MLflow model's requirements.txt cannot be installed on Python 3.8." in errors[0]
+    assert "of local/debian-py:3.8" in errors[0]  # the Python it was saved with
+    assert "No matching distribution found for scikit-learn==1.9.1" in errors[0]
     assert "--set environment.conda_file=FILE" in errors[0]
     # The way out it names: a conda file of pins that install (the custom deployment's here).
     dep = json.loads(bep(home, "deploy", "deployment-simple/deployment.yml", *sets,
@@ -224,3 +241,25 @@ def test_old_pins_are_one_error_line_and_can_be_overridden(home: Path, simple: d
     assert job["status"] == "Completed"
     got = pd.read_csv(io.StringIO(Path(job["output_file"]).read_text()), names=["row", "prediction", "file"])
     assert len(got) == 171
+
+
+def test_a_model_saved_with_python_3_8_deploys_with_no_environment_and_scores(home: Path) -> None:
+    # scikit-learn 1.1.2 has no wheel for Python 3.11: its environment needs the Python it was saved with.
+    assert "scikit-learn==1.1.2" in (PY38 / "model" / "requirements.txt").read_text()
+    dep = json.loads(bep(home, "deploy", "deployment.yml", "-q", cwd=PY38).stdout)
+    assert dep["code_configuration"]["generated"] is True
+    found = run_in_image(dep["image"], (
+        "import sys, sklearn, importlib.metadata as m; "
+        "print('%d.%d' % sys.version_info[:2], sklearn.__version__, m.version('mlflow-skinny'), sys.executable)"))
+    assert found.split() == ["3.8", "1.1.2", "2.17.2", "/opt/bepbuild/venv/bin/python3"]
+    env_python = json.loads(bep(home, "environment", "list", "--images", "-o", "json").stdout)
+    assert [r["python"] for r in env_python if r["image"] == dep["environment_image"]] == ["3.8.18"]
+    name = bep(home, "batch-endpoint", "invoke", "--name", PY38_ENDPOINT, "--input", str(PY38 / "data"),
+               "--query", "name", "-o", "tsv", "-q", cwd=PY38).stdout.strip()
+    job = json.loads(bep(home, "job", "show", "-n", name).stdout)
+    assert job["status"] == "Completed" and job["summary"].endswith("items: 2 succeeded, 0 failed")
+    got = pd.read_csv(job["output_file"], names=["row", "prediction", "file"])
+    want = pd.read_csv(PY38 / "sample-labels.csv")
+    merged = want.merge(got, on=["file", "row"], suffixes=("", "_job"), validate="one_to_one")
+    assert len(merged) == len(want) == 33
+    assert (merged["prediction_job"] == merged["prediction"]).all()  # the training process's own predictions

@@ -141,3 +141,12 @@ def test_list_images_counts_deployments_here_and_images_everywhere(engine: FakeE
     assert unused["python"] == "3.8.18" and unused["packages"] == 2
     r = CliRunner().invoke(app, ["environment", "list", "--images", "-o", "table"])
     assert r.exit_code == 0 and "bepbuild/env:unused" in r.stdout and "5.0 kB" in r.stdout
+
+
+def test_an_archived_job_that_can_be_resumed_still_holds_its_image(engine: FakeEngine) -> None:
+    # `job archive` hides a job from lists; `job resume` still takes it: its image must stay.
+    home_with({}, {"archived": {"backend": "docker", "status": "Failed", "image_id": "sha256:d-held",
+                                "archived": True}})
+    r = CliRunner().invoke(app, ["environment", "prune", "--yes", "--min-age", "0"])
+    assert r.exit_code == 0, r.stderr
+    assert "sha256:d-held" not in engine.removed and "sha256:d-dangling" in engine.removed

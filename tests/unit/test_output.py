@@ -93,4 +93,4 @@ def test_the_line_a_build_ends_with() -> None:
     doc |= {"built": False, "seconds": 0.5}
     doc["build_summary"] |= {"environment_image": None, "layers_built": 0}
     assert summary_line(doc) == ("image bepbuild/ep/d:1 up to date, not rebuilt (0.5 s): no environment image "
-                                 "(the base image is the environment), 0 layers built, 1.2 GB")
+                                 "(the environment is its image as it is), 0 layers built, 1.2 GB")
