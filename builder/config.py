@@ -25,6 +25,11 @@ def assets_dir() -> Path:
     return home() / "assets"
 
 
+def scratch_dir() -> Path:
+    """Working folders of one command that go when it ends (`bepbuild test`): never the registry, never a job."""
+    return home() / "scratch"
+
+
 def jobs_dir() -> Path:
     """Where job folders are created (`BEPBUILD_JOBS_DIR` overrides)."""
     return Path(os.environ.get("BEPBUILD_JOBS_DIR") or home() / "jobs").expanduser()

@@ -225,6 +225,18 @@ def build_image(p: Prepared, opts: DeployOptions, log: Log, env: env_images.EnvI
                         log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
 
 
+def build(store: Store, loaded: Loaded[BatchDeployment], opts: DeployOptions, log: Log, context: Path | None = None
+          ) -> tuple[Prepared, env_images.EnvImage | None, images.BuildResult]:
+    """Prepare a deployment and build (or reuse) its environment image, then its own image.
+
+    What deploy builds, and what `bepbuild test` builds from a file (inside `registry.preview`, into a
+    context of its own): the same image, the same tag. Registers no deployment.
+    """
+    p = prepare(store, loaded, opts, log, context)
+    env = env_images.ensure(p.env, backend=opts.backend, force=opts.force, log=log) if p.env else None
+    return p, env, build_image(p, opts, log, env)
+
+
 def ensure_endpoint(store: Store, spec: BatchDeployment, file: Path | None, create: bool,
                     log: Log = lambda line: None) -> None:
     if store.has_endpoint(spec.endpoint_name):
@@ -267,9 +279,7 @@ def create(
     spec = loaded.spec
     if register:
         ensure_endpoint(store, spec, file, create_endpoint, log)
-    p = prepare(store, loaded, opts, log)
-    env = env_images.ensure(p.env, backend=opts.backend, force=opts.force, log=log) if p.env else None
-    result = build_image(p, opts, log, env)
+    p, env, result = build(store, loaded, opts, log)
     doc = deployment_doc(p, result, env)
     summary = BuildSummary(environment_image=env.tag if env else None, environment_built=bool(env and env.built),
                            environment_seconds=round(env.seconds, 3) if env else 0.0,

@@ -63,3 +63,14 @@ def container_name(job: str, job_dir: Path, instance: str) -> str:
     """
     digest = hashlib.sha256(str(Path(job_dir).absolute()).encode()).hexdigest()[:_CONTAINER_HASH_CHARS]
     return f"bepbuild-{job[:_CONTAINER_JOB_CHARS]}-{digest}-{instance}"
+
+
+def test_container_name(scratch: str, what: str) -> str:
+    """A container of `bepbuild test` (`what`: probe or pytest): named after its run's scratch folder, unique."""
+    return f"bepbuild-test-{scratch}-{what}"
+
+
+def pytest_image(image_id: str, lock_digest: str) -> str:
+    """The image `bepbuild test --pytest` derives from a deployment's image (`image_id`) and a pytest lock."""
+    digest = hashlib.sha256(f"{image_id}\n{lock_digest}".encode()).hexdigest()[:16]
+    return f"bepbuild/test-pytest:{digest}"

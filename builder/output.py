@@ -36,6 +36,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "data": [("Name", "name"), ("Version", "version"), ("Type", "type"), ("Path", "path"), ("Created", "created_at")],
     "compute": [("Name", "name"), ("Type", "type"), ("Min instances", "min_instances"),
                 ("Max instances", "max_instances"), ("CPUs", "cpus"), ("Memory", "memory"), ("GPUs", "gpus")],
+    "deployment-test": [("Deployment", "deployment"), ("Image", "image"), ("Env check", "env_check"),
+                        ("Init s", "init_s"), ("Run s", "run_s"), ("Items ok", "items_ok")],
 }
 
 

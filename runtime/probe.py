@@ -83,7 +83,8 @@ def score(request: dict[str, Any]) -> dict[str, Any]:
     input_dir = request.get("input_dir") or layout.CONTAINER_INPUT_DIR
     items = [str(i) for i in request.get("items") or []]
     threads = max(1, cpu_count() // settings.max_concurrency_per_instance)
-    spec = WorkerSpec("", input_dir, "test", 0, "test.0", code_dir, script, settings, threads)
+    spec = WorkerSpec(job_dir="", input_dir=input_dir, instance="test", index=0, name="test.0", code_dir=code_dir,
+                      scoring_script=script, settings=settings, threads=threads)
     os.environ.update(thread_env(spec))
     configure_logging(settings.log_level)
     report: dict[str, Any] = {
@@ -366,10 +367,6 @@ def _score_main(request_file: str, result_dir: str) -> int:
 
 def _pytest_main(args: list[str]) -> int:
     sys.path.append(layout.IMAGE_PYTEST_DIR)  # after the image's own packages: theirs win
-    try:
-        os.chdir(tempfile.mkdtemp(prefix="bepbuild-pytest-"))
-    except OSError:
-        pass
     import pytest
 
     return int(pytest.main(args))

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import base, build, compute, data, deployment, doctor, endpoint, environment, job, model, serve
+from . import base, build, compute, data, deployment, doctor, endpoint, environment, job, model, serve, testing
 from ._common import state
 from .validate import validate
 
@@ -50,6 +50,7 @@ app.command("deploy")(build.deploy)
 app.command("build")(build.build)
 app.command("render")(build.render)
 app.command("push")(build.push)
+app.command("test")(testing.test)
 app.command("doctor")(doctor.doctor)
 app.command("serve")(serve.serve)
 app.command("dashboard", help="Alias of serve.")(serve.serve)

@@ -21,6 +21,7 @@ from .build import (
     options,
     run_create,
 )
+from .testing import deployment_test
 
 app = new_app("Batch deployments: a model, scoring code and environment built into one image.")
 
@@ -116,3 +117,6 @@ def update(
     doc = run_create(file, endpoint_name=endpoint_name, name=name, sets=set_ or [], set_default=False,
                      create_endpoint=False, opts=opts, quiet=quiet)
     emit(doc, output, query, "deployment")
+
+
+app.command("test")(deployment_test)

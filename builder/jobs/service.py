@@ -103,6 +103,15 @@ def _settings(dep: dict[str, Any], req: InvokeRequest) -> dict[str, Any]:
     return flat
 
 
+def job_settings(store: Store, dep: dict[str, Any], *, mini_batch_size: int | None = None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, resources) a job of deployment `dep` runs with, as invoke decides them, with only a
+    mini-batch size of its own (`bepbuild test` runs the scoring script under these)."""
+    settings = _settings(dep, InvokeRequest(endpoint=str(dep.get("endpoint_name") or ""), input="",
+                                            mini_batch_size=mini_batch_size))
+    return settings, _resources(store, dep, settings)
+
+
 def _yaml_scalar(value: Any) -> str:
     return "null" if value is None else str(value)
 
