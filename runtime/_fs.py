@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 
 from . import layout
 
@@ -61,6 +62,58 @@ def open_nofollow(path: str, flags: int, mode: int = 0o666) -> int:
             raise
     os.unlink(path)
     return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_beneath(root: str, rel: str, flags: int, mode: int = 0o666) -> int:
+    """os.open of `root/rel` that follows no symbolic link below `root` (folders made when missing).
+
+    open_nofollow guards the last name only. The host, perhaps root, also writes below folders that
+    scoring code can write (a worker's logs): a folder there replaced by a link would send the host's
+    bytes into any folder the link names. Each folder on the way is opened without following a link;
+    a link found in a folder's place is removed and a folder made there, as open_nofollow does for files.
+    """
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a plain relative path: {rel!r}")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    raise
+                if e.errno != errno.ENOENT:
+                    if not _is_link_at(fd, part):
+                        raise  # a file where a folder goes: not ours to remove
+                    os.unlink(part, dir_fd=fd)
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        name = parts[-1]
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+        os.unlink(name, dir_fd=fd)
+        return os.open(name, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _is_link_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def unlink_quiet(path: str) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import layout
-from ._fs import open_nofollow
+from ._fs import open_beneath, open_nofollow
 
 USER_ERROR = "UserError"  # run()/init() raised or ran too long
 SYSTEM_ERROR = "SystemError"  # the worker process was lost
@@ -64,8 +64,11 @@ class WorkerLogs:
     def __init__(self, job_dir: str, worker: str) -> None:
         self.worker = worker
         instance = layout.instance_of(worker)
-        self._node = open_append(layout.path(job_dir, layout.LOG_SYS_NODE, instance, worker + ".txt"))
-        self._csv = open_append(layout.path(job_dir, layout.LOG_ATTEMPTS_DIR, worker + ".csv"))
+        # The host opens these too (the lost tries of a dead instance), in folders that the instance
+        # could write: no link below the job folder is followed.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        self._node = open_beneath(os.fspath(job_dir), f"{layout.LOG_SYS_NODE}/{instance}/{worker}.txt", flags)
+        self._csv = open_beneath(os.fspath(job_dir), f"{layout.LOG_ATTEMPTS_DIR}/{worker}.csv", flags)
         if os.fstat(self._csv).st_size == 0:
             os.write(self._csv, _csv_line(layout.PROCESSED_COLUMNS))
 
