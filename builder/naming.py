@@ -70,7 +70,8 @@ def test_container_name(scratch: str, what: str) -> str:
     return f"bepbuild-test-{scratch}-{what}"
 
 
-def pytest_image(image_id: str, lock_digest: str) -> str:
-    """The image `bepbuild test --pytest` derives from a deployment's image (`image_id`) and a pytest lock."""
-    digest = hashlib.sha256(f"{image_id}\n{lock_digest}".encode()).hexdigest()[:16]
-    return f"bepbuild/test-pytest:{digest}"
+def pytest_image(scratch: str, image_id: str, lock_digest: str) -> str:
+    """The image `bepbuild test --pytest` derives from a deployment's image (`image_id`) and a pytest lock:
+    one per test run (`scratch`), so a run that removes its own never takes another's."""
+    digest = hashlib.sha256(f"{image_id}\n{lock_digest}".encode()).hexdigest()[:12]
+    return f"bepbuild/test-pytest:{scratch}-{digest}"

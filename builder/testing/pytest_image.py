@@ -58,7 +58,7 @@ def build(image: str, image_id: str, python: str, *, scratch: Path, backend: str
         f"FROM {image}\n"
         f"COPY pytest/ {layout.IMAGE_PYTEST_DIR}/\n"
     )
-    tag = naming.pytest_image(image_id, lock.digest)
+    tag = naming.pytest_image(scratch.name, image_id, lock.digest)
     labels = {"org.opencontainers.image.vendor": "bepbuild", KIND_LABEL: "pytest", TEST_LABEL: scratch.name,
               "io.bepbuild.test-base": image_id,
               "io.bepbuild.pytest": " ".join(f"{p.name}=={p.version}" for p in lock.packages),

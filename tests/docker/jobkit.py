@@ -214,39 +214,47 @@ def deploy(home: Path, tmp_path: Path) -> Callable[..., Deployed]:
     def make(script: str, *, deployment: str = "test-dpl", instance_count: int = 1, compute: str | None = None,
              endpoint: str | None = None, **settings: Any) -> Deployed:
         endpoint = endpoint or f"bt-{uuid.uuid4().hex[:10]}"
-        folder = tmp_path / f"{endpoint}.{deployment}"
-        (folder / "code").mkdir(parents=True, exist_ok=True)
-        (folder / "model").mkdir(exist_ok=True)
-        (folder / "model" / "weights.txt").write_text("0.5\n")
-        (folder / "code" / "score.py").write_text(textwrap.dedent(script))
-        (folder / "conda.yaml").write_text(CONDA)
-        (folder / "endpoint.yml").write_text(f"name: {endpoint}\ndescription: test endpoint\n")
-        s: dict[str, Any] = {"max_concurrency_per_instance": 1, "mini_batch_size": 1, "output_action": "append_row",
-                             "retry_settings": {"max_retries": 3, "timeout": 30}, "error_threshold": -1,
-                             "logging_level": "info"}
-        for key, value in settings.items():
-            if key in ("max_retries", "timeout"):
-                s["retry_settings"][key] = value
-            else:
-                s[key] = value
-        spec = {
-            "$schema": "https://azuremlschemas.azureedge.net/latest/modelBatchDeployment.schema.json",
-            "name": deployment, "endpoint_name": endpoint, "type": "model",
-            "model": {"name": f"{endpoint}-model", "path": "model"},
-            "code_configuration": {"code": "code", "scoring_script": "score.py"},
-            "environment": {"name": "bepbuild-jobs-test-env", "image": config.base_image(), "conda_file": "conda.yaml"},
-            "resources": {"instance_count": instance_count},
-            "settings": s,
-        }
-        if compute:
-            spec["compute"] = compute
-        (folder / "deployment.yml").write_text(json.dumps(spec, indent=1))  # JSON is YAML
+        folder = write_deployment(tmp_path / f"{endpoint}.{deployment}", script, endpoint=endpoint,
+                                  deployment=deployment, instance_count=instance_count, compute=compute, **settings)
         doc = bep_json("deploy", str(folder / "deployment.yml"), "--set-default", "-q")
         with open(home / ".built-images", "a") as f:
             f.write(doc["image"] + "\n")
         return Deployed(endpoint, deployment, doc["image"], folder)
 
     return make
+
+
+def write_deployment(folder: Path, script: str, *, endpoint: str, deployment: str = "test-dpl",
+                     instance_count: int = 1, compute: str | None = None, **settings: Any) -> Path:
+    """A small deployment in `folder` (deployment.yml, endpoint.yml, code/score.py, a one-file model, the
+    shared conda file) with `script` as its scoring script; returns the folder."""
+    (folder / "code").mkdir(parents=True, exist_ok=True)
+    (folder / "model").mkdir(exist_ok=True)
+    (folder / "model" / "weights.txt").write_text("0.5\n")
+    (folder / "code" / "score.py").write_text(textwrap.dedent(script))
+    (folder / "conda.yaml").write_text(CONDA)
+    (folder / "endpoint.yml").write_text(f"name: {endpoint}\ndescription: test endpoint\n")
+    s: dict[str, Any] = {"max_concurrency_per_instance": 1, "mini_batch_size": 1, "output_action": "append_row",
+                         "retry_settings": {"max_retries": 3, "timeout": 30}, "error_threshold": -1,
+                         "logging_level": "info"}
+    for key, value in settings.items():
+        if key in ("max_retries", "timeout"):
+            s["retry_settings"][key] = value
+        else:
+            s[key] = value
+    spec = {
+        "$schema": "https://azuremlschemas.azureedge.net/latest/modelBatchDeployment.schema.json",
+        "name": deployment, "endpoint_name": endpoint, "type": "model",
+        "model": {"name": f"{endpoint}-model", "path": "model"},
+        "code_configuration": {"code": "code", "scoring_script": "score.py"},
+        "environment": {"name": "bepbuild-jobs-test-env", "image": config.base_image(), "conda_file": "conda.yaml"},
+        "resources": {"instance_count": instance_count},
+        "settings": s,
+    }
+    if compute:
+        spec["compute"] = compute
+    (folder / "deployment.yml").write_text(json.dumps(spec, indent=1))  # JSON is YAML
+    return folder
 
 
 def invoke(dep: Deployed, inputs: Path, *args: str, code: int | None = 0, jobs: list[str] | None = None,
