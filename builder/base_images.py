@@ -167,6 +167,9 @@ def build_local(minor: str, *, source: Path | None = None, force: bool = False, 
                 return BaseBuild(tag, found, version, False, time.monotonic() - start)
     root = config.home() / "contexts" / "base"
     root.mkdir(parents=True, exist_ok=True)
+    from .env_images import sweep_stale
+
+    sweep_stale(root)
     ctx = Path(tempfile.mkdtemp(prefix=f"python-{minor}-", dir=root))
     try:
         copy_installation(prefix, ctx / "python", minor)

@@ -136,6 +136,7 @@ def ensure(ctx: EnvContext, *, backend: str = "auto", force: bool = False, log: 
             return EnvImage(ctx.tag, found["Id"], False, time.monotonic() - start)
     root = config.home() / "contexts" / "environments"
     root.mkdir(parents=True, exist_ok=True)
+    sweep_stale(root)
     folder = Path(tempfile.mkdtemp(prefix=f"{ctx.content_hash[:16]}-", dir=root))
     try:
         for rel, data in ctx.files.items():
@@ -157,6 +158,17 @@ def ensure(ctx: EnvContext, *, backend: str = "auto", force: bool = False, log: 
     finally:
         config.remove_owned(folder, root)
     return EnvImage(ctx.tag, result.image_id, result.built, time.monotonic() - start)
+
+
+def sweep_stale(root: Path, max_age: float = 86400.0) -> None:
+    """Remove temporary build contexts in `root` that a killed build left (a day old: none is building still)."""
+    now = time.time()
+    for old in root.iterdir():
+        try:
+            if now - old.lstat().st_mtime > max_age:
+                config.remove_owned(old, root)
+        except OSError:  # removed meanwhile by another sweep
+            continue
 
 
 def _check_same(ctx: EnvContext, labels: dict[str, str]) -> None:

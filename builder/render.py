@@ -12,6 +12,7 @@ files are hard links to the registry's read-only copies): `context_dir`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -97,6 +98,16 @@ def _checked(pattern: re.Pattern[str], what: str) -> Callable[[object], str]:
 
 
 def _environment(template_dir: Path | None) -> jinja2.Environment:
+    return _jinja(template_dir, config.home())
+
+
+@functools.lru_cache(maxsize=8)
+def _jinja(template_dir: Path | None, home: Path) -> jinja2.Environment:
+    # One per template folder, with the compiled templates kept in BEPBUILD_HOME/cache: compiling one
+    # takes tens of milliseconds, and every deploy renders four Dockerfiles. A template whose file
+    # changed is compiled again (jinja checks the file and keys its cache by the source).
+    cache = home / "cache" / "templates"
+    cache.mkdir(parents=True, exist_ok=True)
     loaders: list[jinja2.BaseLoader] = []
     if template_dir is not None:
         loaders.append(jinja2.FileSystemLoader(str(template_dir)))
@@ -106,6 +117,7 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache)),
     )
     # User strings reach the Dockerfile only through these filters (no Dockerfile injection).
     env.filters["docker_quote"] = docker_quote

@@ -441,3 +441,17 @@ def test_registered_model_files_are_linked_not_copied_and_user_code_is_copied(
     assert render(inp, tmp_path / "ctx").content_hash == first.content_hash
     assert render(make_input("pip", code, model), tmp_path / "other").content_hash == first.content_hash
     assert weights.read_bytes() == bytes(range(256))
+
+
+def test_temporary_environment_contexts_a_killed_build_left_are_swept(tmp_path: Path) -> None:
+    root = tmp_path / "environments"
+    (root / "old-1234" / "wheels").mkdir(parents=True)
+    wheel = tmp_path / "wheelhouse-copy.whl"
+    wheel.write_bytes(b"wheel")
+    os.link(wheel, root / "old-1234" / "wheels" / "w.whl")
+    (root / "building-5678").mkdir()
+    two_days = os.stat(root).st_mtime - 2 * 86400
+    os.utime(root / "old-1234", (two_days, two_days))
+    env_images.sweep_stale(root)
+    assert sorted(p.name for p in root.iterdir()) == ["building-5678"]
+    assert wheel.read_bytes() == b"wheel"  # a link was removed, never what it points to
