@@ -8,6 +8,7 @@ them anyway, and following them would expose files the user did not hand in).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -188,6 +189,13 @@ def download(spec: InputSpec, dest: Path) -> None:
             shutil.move(str(target), folder / name)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
         raise UserError(f"--input {spec.url}: cannot unpack the archive: {e}") from e
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the job folder is full: not the archive's fault
+            raise
+        # Members that do not fit a filesystem: a file where another member needs a folder, or the
+        # reverse, or a name too long. The archive's fault, said in its own terms.
+        member = os.path.relpath(e.filename, folder) if isinstance(e.filename, str) else "?"
+        raise UserError(f"--input {spec.url}: cannot unpack the archive: member {member!r}: {e.strerror}") from None
     target.unlink(missing_ok=True)
     # An archive holding one folder: score the files inside it.
     entries = list(folder.iterdir())
