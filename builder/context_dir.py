@@ -37,7 +37,7 @@ def check_destination(dest: Path, endpoint: str, deployment: str, what: str | No
         return
     owner = _marker_owner(dest)
     if owner is None:
-        if _legacy_context(dest):
+        if _legacy_context(dest, endpoint, deployment):
             return
         raise UserError(
             f"{dest} is not empty and not a build context of bepbuild (no {CONTEXT_MARKER} file): its files would "
@@ -59,10 +59,16 @@ def _marker_owner(dest: Path) -> tuple[str, str] | None:
         return None
 
 
-def _legacy_context(dest: Path) -> bool:
-    """A context written before contexts were marked: `BEPBUILD_HOME/contexts/<endpoint>-<deployment>`,
-    bepbuild's own folder (contexts named since then carry the marker from their first render)."""
-    return dest.resolve().parent == (config.home() / "contexts").resolve()
+def _legacy_context(dest: Path, endpoint: str, deployment: str) -> bool:
+    """This deployment's context written before contexts were marked: `BEPBUILD_HOME/contexts/<endpoint>-<deployment>`,
+    bepbuild's own folder (contexts named since then carry the marker from their first render).
+
+    Only that name: any other unmarked folder there (`contexts/endpoints`, which holds every
+    deployment's context, or another deployment's old context) is not this deployment's to prune.
+    """
+    real = dest.resolve()
+    return (real.parent == (config.home() / "contexts").resolve()
+            and real.name.lower() == f"{endpoint}-{deployment}".lower())
 
 
 def mark(dest: Path, endpoint: str, deployment: str) -> None:
