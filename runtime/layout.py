@@ -140,6 +140,7 @@ ENV_INSTANCE = "BEPBUILD_INSTANCE"
 ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers for thread counts
 ENV_GPUS = "BEPBUILD_GPUS"  # comma-separated GPU ids of the instance; given round-robin to workers
 ENV_WORKER = "BEPBUILD_WORKER"  # set by the runtime in each worker: its name (<instance>.<n>)
+ENV_WRITER_DEPTH = "BEPBUILD_WRITER_DEPTH"  # "0": a worker writes its results itself, no writer thread (worker.py)
 
 
 def mini_batch_id(index: int) -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "ensure_dirs", "fail_attempt", "heartbeats", "is_drained", "is_no_space", "looks_empty", "merge_results",
     "release_claims", "release_instance", "release_worker", "requeue_instance", "requeue_worker", "stale_workers",
     "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
+    "encode_result", "release_unstarted",
 ]
 
 MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9
@@ -170,28 +171,34 @@ class Claimer:
             return batch
 
 
+def encode_result(text: str) -> bytes:
+    """The bytes of a result file: UTF-8, with undecodable file names given their original bytes back."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # other lone surrogates: keep the row, escaped
+        return text.encode("utf-8", "backslashreplace")
+
+
 def complete(
     job_dir: str | os.PathLike[str],
     worker: str,
     batch: MiniBatch,
-    result_text: str | None,
+    result_text: str | bytes | None,
     succeeded: int,
     timings: dict[str, Any] | None = None,
 ) -> None:
     """Record a finished mini-batch: its rows (if any), then done/<id>.json, then drop the claim.
 
-    `succeeded` is the number of successful items (failed = len(items) - succeeded); `timings`
-    is merged into the done record (e.g. start, elapsed, run_seconds).
+    `result_text` is the rows as text, or already encoded by `encode_result`; `succeeded` is the
+    number of successful items (failed = len(items) - succeeded); `timings` is merged into the
+    done record (e.g. start, elapsed, run_seconds).
     """
     job = os.fspath(job_dir)
     folder = worker_dir(job, worker)
     bid = batch["id"]
     result = layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX)
     if result_text:
-        try:  # undecodable file names (surrogateescape) get their original bytes back
-            data = result_text.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # other lone surrogates: keep the row, escaped
-            data = result_text.encode("utf-8", "backslashreplace")
+        data = encode_result(result_text) if isinstance(result_text, str) else result_text
         write_atomic(result, data, folder)
     elif batch.get("attempt"):
         unlink_quiet(result)  # rows of an earlier try that died before writing its done file
@@ -369,6 +376,29 @@ def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
             except FileNotFoundError:
                 continue
             released.append(name[: -len(JSON)])
+    return released
+
+
+def release_unstarted(job_dir: str | os.PathLike[str], worker: str, in_run: str | None) -> list[str]:
+    """Give back untouched every claim of a dead `worker` except `in_run`, the mini-batch whose run()
+    it was in; return their ids. The others were claimed ahead of run(), or had finished it with
+    their results still on the way to disk (worker.py): their try is not spent. A claim whose done
+    record exists is just dropped. Only for a worker known to be gone.
+    """
+    job = os.fspath(job_dir)
+    folder = worker_dir(job, worker)
+    released = []
+    for name in sorted(listdir(folder)):
+        if not is_claim(name) or name == f"{in_run}{JSON}":
+            continue
+        if os.path.exists(layout.path(job, layout.DONE_DIR, name)):
+            unlink_quiet(folder + "/" + name)
+            continue
+        try:
+            os.rename(folder + "/" + name, layout.path(job, layout.PENDING_DIR, name))
+        except FileNotFoundError:
+            continue
+        released.append(name[: -len(JSON)])
     return released
 
 

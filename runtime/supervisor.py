@@ -19,12 +19,12 @@ from typing import Any
 
 from . import layout, queue, reports, settings
 from .worker import (
-    BATCH,
     PHASE,
     PHASE_READY,
     STARTED,
     STATE_SIZE,
     WorkerSpec,
+    current_batch,
     make_workdir,
     remove_workdir,
     worker_main,
@@ -190,6 +190,10 @@ class Supervisor:
                 self.note(f"gave back the claims of {slot.name} untouched: {released}")
             return
         reason = f"worker {slot.name} pid={proc.pid} exited with returncode {code}"
+        # A try is charged to the mini-batch whose run() it was in (after a timeout, already failed);
+        # the others were claimed ahead of run() or had finished it (worker.py): they go back untouched.
+        in_run = None if slot.killed == layout.STATUS_TIMEOUT else current_batch(slot.state)
+        queue.release_unstarted(self.job, slot.name, in_run)
         outcomes = queue.requeue_worker(self.job, slot.name, reason, self.settings.max_retries)
         if outcomes:
             self.note(f"requeued claims of {slot.name}: {outcomes}")
@@ -197,14 +201,14 @@ class Supervisor:
             self.start(slot)
 
     def _fail_timed_out(self, slot: Slot) -> None:
-        bid = layout.mini_batch_id(int(slot.state[BATCH]))
+        bid = current_batch(slot.state)
         message = (f"mini batch {bid} did not finish in {self.settings.timeout:g} seconds. "
                    f"Stopping this process.")
         self.note(f"worker {slot.name}: {message}")
         reports.append_text(reports.user_error_path(self.job, slot.name), f"{reports.now_iso()} {message}\n")
         for batch in queue.claims(self.job, slot.name):
             if batch["id"] != bid:
-                continue  # anything else it held is requeued as lost by reap()
+                continue  # anything else it held goes back untouched in reap()
             queue.fail_attempt(self.job, slot.name, batch, message, self.settings.max_retries,
                                layout.STATUS_TIMEOUT)
             started = slot.extra.get("started_wall", time.time())

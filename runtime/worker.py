@@ -4,6 +4,11 @@ Forked by the supervisor, which watches it through a small shared array (`state`
 when the current run() started (time.monotonic, system-wide on Linux) and which mini-batch it is.
 Writing two floats per mini-batch is the cheapest channel there is; the supervisor reads them to
 enforce the timeout and to know what a killed worker was doing.
+
+Between two run() calls the worker touches no file: its writer thread (writer.py) records each
+finished mini-batch and claims the next one while run() works. So a worker may hold up to three
+claims: the one in run(), the next one, and finished ones still on their way to disk. Only the
+first is its own doing if it dies; the supervisor gives the others back untouched (`current_batch`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import queue as _queue
 import shutil
 import signal
 import sys
@@ -24,8 +30,10 @@ from typing import Any
 
 from . import layout, output, queue, reports
 from .settings import APPEND_ROW, Settings
+from .writer import DEPTH, Writer
 
-# Indexes into the shared state array, and the phases.
+# Indexes into the shared state array, and the phases. BATCH holds the id + 1 of the mini-batch last
+# given to run() (0: none yet).
 PHASE, STARTED, BATCH = 0, 1, 2
 STATE_SIZE = 3
 PHASE_INIT, PHASE_READY = 0.0, 1.0
@@ -48,6 +56,21 @@ class WorkerSpec:
     gpu: str | None = None
     gpu_count: int = 0
     workdir: str | None = None  # made by the supervisor (make_workdir), which removes it when the worker ends
+
+
+def current_batch(state: Any) -> str | None:
+    """The id of the mini-batch the worker last gave to run() (None before its first): the one a
+    try is charged to when the worker dies. Read by the supervisor from the shared state."""
+    n = int(state[BATCH])
+    return layout.mini_batch_id(n - 1) if n > 0 else None
+
+
+def writer_depth() -> int:
+    """How many calls the writer thread may have waiting (layout.ENV_WRITER_DEPTH; 0: no thread)."""
+    try:
+        return max(0, int(os.environ.get(layout.ENV_WRITER_DEPTH, DEPTH)))
+    except ValueError:
+        return DEPTH
 
 
 def thread_env(spec: WorkerSpec) -> dict[str, str]:
@@ -214,6 +237,60 @@ def _worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
     sys.exit(layout.EXIT_OK)
 
 
+class _Ahead:
+    """The worker's next mini-batch, claimed by the writer thread while run() works on this one."""
+
+    def __init__(self, claimer: queue.Claimer, writer: Writer | None) -> None:
+        self._claimer, self._writer = claimer, writer
+        self._slot: _queue.Queue[queue.MiniBatch | None] = _queue.Queue(maxsize=1)
+        self._asked = False
+
+    def ask(self) -> None:
+        """Claim the next mini-batch in the background (once until it is taken)."""
+        if self._writer is not None and not self._asked:
+            self._asked = True
+            self._writer.submit(self._claim)
+
+    def _claim(self) -> None:
+        self._slot.put(self._claimer.claim())
+
+    def take(self) -> queue.MiniBatch | None:
+        """The next mini-batch, None when pending/ is empty; raises what the writer thread raised."""
+        if self._writer is None:
+            return self._claimer.claim()
+        self.ask()
+        while True:
+            try:
+                batch = self._slot.get(timeout=0.05)
+            except _queue.Empty:
+                self._writer.check()  # the claim failed: never wait for it
+                continue
+            self._asked = False
+            return batch
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    fn(*args, **kwargs)
+
+
+def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch, data: bytes | None,
+                 outcome: output.Outcome, start: float, elapsed: float, process_seconds: float,
+                 run_seconds: float) -> None:
+    if outcome.warning:
+        logs.note(f"mini-batch {batch['id']}: {outcome.warning}")
+    queue.complete(job, worker, batch, data, outcome.succeeded,
+                   {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)})
+    logs.attempt(batch, layout.STATUS_DONE, start=start, elapsed=elapsed, process_seconds=process_seconds,
+                 run_seconds=run_seconds, succeeded=outcome.succeeded)
+
+
+def _record_failure(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch, summary: str,
+                    tries: int, start: float, elapsed: float, process_seconds: float, run_seconds: float) -> None:
+    queue.fail_attempt(job, worker, batch, summary, tries, layout.STATUS_EXCEPTION)
+    logs.attempt(batch, layout.STATUS_EXCEPTION, start=start, elapsed=elapsed, process_seconds=process_seconds,
+                 run_seconds=run_seconds, error_category=reports.USER_ERROR, error_message=summary)
+
+
 def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.WorkerLogs, state: Any,
           stop: Any) -> None:
     job, worker, settings = spec.job_dir, spec.name, spec.settings
@@ -223,34 +300,43 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     tries = settings.tries
     clock, wall, cpu = time.perf_counter, time.time, time.process_time
     parent = os.getppid()
-    # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
-    while not stop.value and os.getppid() == parent:
-        batch = claimer.claim()
-        if batch is None:
-            time.sleep(IDLE_POLL_SECONDS)
-            continue
-        start, t0, c0 = wall(), clock(), cpu()
-        items = batch["items"]
-        state[BATCH] = float(batch["id"])
-        state[STARTED] = time.monotonic()
-        try:
-            result = run([prefix + item for item in items])
-            state[STARTED] = 0.0
-            run_seconds = clock() - t0
-            outcome = formatter(result, len(items))
-        except BaseException:  # noqa: B036 - whatever run() raises fails this attempt only
-            state[STARTED] = 0.0
-            run_seconds = clock() - t0
-            summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
-            queue.fail_attempt(job, worker, batch, summary, tries, layout.STATUS_EXCEPTION)
-            logs.attempt(batch, layout.STATUS_EXCEPTION, start=start, elapsed=clock() - t0,
-                         process_seconds=cpu() - c0, run_seconds=run_seconds,
-                         error_category=reports.USER_ERROR, error_message=summary)
-            continue
-        if outcome.warning:
-            logs.note(f"mini-batch {batch['id']}: {outcome.warning}")
-        elapsed = clock() - t0
-        queue.complete(job, worker, batch, outcome.text, outcome.succeeded,
-                       {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)})
-        logs.attempt(batch, layout.STATUS_DONE, start=start, elapsed=clock() - t0,
-                     process_seconds=cpu() - c0, run_seconds=run_seconds, succeeded=outcome.succeeded)
+    # Started after init(): init() may fork pools, which is safest in a process with one thread.
+    depth = writer_depth()
+    writer = Writer(depth) if depth else None
+    record = writer.submit if writer is not None else _call
+    ahead = _Ahead(claimer, writer)
+    try:
+        # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
+        while not stop.value and os.getppid() == parent:
+            batch = ahead.take()
+            if batch is None:
+                time.sleep(IDLE_POLL_SECONDS)
+                continue
+            if not stop.value:
+                ahead.ask()  # raises a failure of the writer thread while the batch it hit is still current
+            start, t0, c0 = wall(), clock(), cpu()
+            items = batch["items"]
+            state[BATCH] = float(int(batch["id"]) + 1)
+            state[STARTED] = time.monotonic()
+            try:
+                result = run([prefix + item for item in items])
+                state[STARTED] = 0.0
+                run_seconds = clock() - t0
+                outcome = formatter(result, len(items))
+                data = queue.encode_result(outcome.text) if outcome.text else None
+            except BaseException:  # noqa: B036 - whatever run() raises fails this attempt only
+                state[STARTED] = 0.0
+                run_seconds = clock() - t0
+                summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
+                record(_record_failure, job, worker, logs, batch, summary, tries, start, clock() - t0, cpu() - c0,
+                       run_seconds)
+                continue
+            record(_record_done, job, worker, logs, batch, data, outcome, start, clock() - t0, cpu() - c0,
+                   run_seconds)
+        if writer is not None:
+            writer.close()  # every finished mini-batch recorded; raises a failure of the thread
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # nothing is written after this: the claims may be given back
+        raise
+    queue.release_claims(job, worker)  # a mini-batch claimed ahead and never started goes back untouched

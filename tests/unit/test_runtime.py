@@ -415,3 +415,66 @@ def test_worker_temp_folders_are_removed_however_the_worker_ends(tmp_path: Path,
     assert run(paths, TMPDIR=str(tmp)) == (layout.EXIT_INIT_FAILED if how == "init fails" else 0)
     assert len(marks(paths, "init.txt")) >= 2  # every worker got as far as init()
     assert os.listdir(tmp) == []
+
+
+def test_a_worker_that_dies_charges_a_try_only_to_the_mini_batch_in_its_run(tmp_path: Path) -> None:
+    # While run() works, the worker's writer thread has claimed the next mini-batch and may still be
+    # recording finished ones: when it dies, only the one in run() counts a try (max_retries 2: a
+    # second charge would fail a mini-batch).
+    files = ["a.txt", "b.txt", "crashonce1.txt", "d.txt", "e.txt", "crashonce2.txt", "f.txt", "g.txt"]
+    paths = make_job(tmp_path, files, mini_batch_size=1, max_retries=2)  # ids in name order
+    assert run(paths) == 0
+    job = paths["job"]
+    assert os.listdir(job / layout.FAILED_DIR) == []
+    crashed = {layout.mini_batch_id(i) for i, n in enumerate(sorted(files)) if n.startswith("crash")}
+    attempts_of = {p.name[:-5]: json.loads(p.read_text())["attempt"] for p in (job / layout.DONE_DIR).iterdir()}
+    assert attempts_of == {layout.mini_batch_id(i): int(layout.mini_batch_id(i) in crashed) for i in range(len(files))}
+    lost = sorted(r["Mini-batch Id"] for r in attempts(job) if r["Status"] == layout.STATUS_LOST)
+    assert lost == sorted(crashed)
+    assert sorted(line.split()[0] for line in merged(job)) == sorted(files)
+
+
+PLANTING_SCRIPT = SCRIPT + """
+def init():
+    _mark("init.txt", os.environ["BEPBUILD_WORKER"])
+    if len(open(os.path.join(MARKS, "init.txt")).read().split()) == 1:
+        os.makedirs(os.environ["PLANT"])  # where the first result's temp file goes: it cannot be written
+"""
+
+
+def test_a_failed_result_write_is_never_dropped(tmp_path: Path) -> None:
+    # The writer thread cannot write the first result: the worker must not go on as if that
+    # mini-batch were done. It ends, one try is charged, a fresh worker does the rest, once each.
+    plant = "queue/running/i0.0/" + layout.TMP_PREFIX + "000000000.csv"
+    paths = make_job(tmp_path, ["a.txt", "b.txt", "c.txt"], script=PLANTING_SCRIPT, mini_batch_size=1,
+                     environment_variables={"PLANT": str(tmp_path / "job" / plant)})
+    assert run(paths) == 0
+    job = paths["job"]
+    assert "IsADirectoryError" in (job / layout.LOG_USER_STDERR / "i0" / "i0.0.stderr.txt").read_text()
+    assert len(marks(paths, "init.txt")) == 2
+    assert [r["Status"] for r in attempts(job)].count(layout.STATUS_LOST) == 1
+    assert sorted(line.split()[0] for line in merged(job)) == ["a.txt", "b.txt", "c.txt"]
+
+
+NO_NEW_PRIVS = """
+def run(mini_batch):
+    with open("/proc/self/status") as f:
+        flag = [line.split()[1] for line in f if line.startswith("NoNewPrivs:")][0]
+    return [p.rsplit("/", 1)[1] + " " + flag for p in mini_batch]
+"""
+
+
+@pytest.mark.parametrize("asked", ["1", ""])
+def test_no_new_privileges_on_request_for_engines_that_cannot_set_it(tmp_path: Path, asked: str) -> None:
+    paths = make_job(tmp_path, ["a.txt"], script=NO_NEW_PRIVS, mini_batch_size=1)
+    assert run(paths, **{layout.ENV_NO_NEW_PRIVILEGES: asked}) == 0
+    expected = "1" if asked else open("/proc/self/status").read().split("NoNewPrivs:")[1].split()[0]
+    assert merged(paths["job"]) == [f"a.txt {expected}"]
+
+
+def test_gpus_swarm_gives_a_task_go_round_robin_to_its_workers(tmp_path: Path) -> None:
+    paths = make_job(tmp_path, [f"nap{i}.txt" for i in range(8)], mini_batch_size=1, max_concurrency_per_instance=2)
+    env = {layout.ENV_SWARM_GPUS: "GPU-aaa,GPU-bbb"}
+    assert run(paths, **env) == 0
+    cuda = {line.split()[3]: line.split()[4] for line in merged(paths["job"])}
+    assert cuda == {"i0.0": "GPU-aaa", "i0.1": "GPU-bbb"}

@@ -1,0 +1,36 @@
+"""Job verbs against job folders that are no longer what bepbuild made.
+
+`job delete` removes a job's folder only once proven to be the one bepbuild made for it. A folder in
+the jobs folder that merely has the job's name, without a job.json, passed that proof: with
+BEPBUILD_JOBS_DIR pointing at a folder of the user's (where their own folders sit beside the jobs'),
+a job folder removed by hand and a folder of the user's made later under the same name was deleted
+with everything in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_jobs_process import Cli, make_inputs, register
+
+from bepbuild import config
+
+
+@pytest.mark.xfail(strict=True, reason="jobs/lifecycle.py owned_job_dir takes a folder without job.json for the "
+                                       "job's when it has the job's name, and delete removes it whatever it holds")
+def test_delete_never_removes_a_users_folder_that_took_the_jobs_name(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "work"  # the user's own folder, also their jobs folder
+    monkeypatch.setenv("BEPBUILD_JOBS_DIR", str(work))
+    register()
+    make_inputs(tmp_path / "in", 2)
+    job = Cli().invoke("--input", str(tmp_path / "in"), "--job-name", "data")
+    assert job["status"] == "Completed" and Path(job["job_dir"]) == work / "data"
+    shutil.rmtree(work / "data")  # the user cleans up by hand...
+    (work / "data").mkdir()  # ...and later keeps their data under that name
+    (work / "data" / "thesis.tex").write_text("years of work\n")
+    Cli()("job", "delete", "--name", "data", "--yes", code=2)
+    assert (work / "data" / "thesis.tex").read_text() == "years of work\n"
+    assert config.jobs_dir() == work
