@@ -9,13 +9,15 @@ with everything in it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
-from test_jobs_process import Cli, make_inputs, register
+from test_jobs_process import ENDPOINT, Cli, make_inputs, register
 
 from bepbuild import config
+from bepbuild.cli import app
 
 
 @pytest.mark.xfail(strict=True, reason="jobs/lifecycle.py owned_job_dir takes a folder without job.json for the "
@@ -34,3 +36,21 @@ def test_delete_never_removes_a_users_folder_that_took_the_jobs_name(tmp_path: P
     Cli()("job", "delete", "--name", "data", "--yes", code=2)
     assert (work / "data" / "thesis.tex").read_text() == "years of work\n"
     assert config.jobs_dir() == work
+
+
+@pytest.mark.xfail(strict=True, reason="an output_file_name that is a valid file name but leaves no room for the "
+                                       "merge's temp name (.<name>.merging-<token>) is accepted at invoke; the job "
+                                       "scores everything, then fails at the merge: File name too long "
+                                       "(specs/deployment.py output_file_name check, runtime merge temp name)")
+def test_an_output_file_name_too_long_for_the_merge_is_refused_up_front_or_merged(tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    name = "p" * 246 + ".csv"  # 250 characters: a file name the filesystem takes
+    res = Cli().runner.invoke(app, ["batch-endpoint", "invoke", "--name", ENDPOINT, "--backend", "process", "-q",
+                                    "-o", "json", "--input", str(tmp_path / "in"), "--set", f"output_file_name={name}"])
+    if res.exit_code == 2:  # refused before anything ran, in one line
+        assert len(res.stderr.splitlines()) == 1 and "output_file_name" in res.stderr, res.stderr
+        return
+    job = json.loads(res.stdout)
+    assert job["status"] == "Completed", job.get("error")
+    assert Path(job["output_file"]).name == name
