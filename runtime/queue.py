@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import shutil
 import time
 from collections.abc import Iterable
@@ -117,50 +118,80 @@ def write_queue(job_dir: str | os.PathLike[str], items: Iterable[str], mini_batc
     return count
 
 
-class Claimer:
-    """Claims mini-batches for one worker, in id order.
+MAX_MISSES = 4  # renames lost in a row before the cached listing is read again (it is stale by then)
 
-    The pending listing is cached and walked; it is re-read only when exhausted, so a claim is
-    one rename plus one small read. A FileNotFoundError on rename means another worker won that
-    batch: skip to the next name. Batches requeued meanwhile are found at the next re-listing.
+
+class Claimer:
+    """Claims mini-batches for one worker: worker `index` of the job's `count` workers.
+
+    The pending listing is cached and walked; it is re-read only when every name in it was tried,
+    or after MAX_MISSES lost races in a row (the cache is then mostly stale, and pending/ small), so
+    a claim is one rename plus one small read. Each worker starts its walk at its own share of the
+    listing (`index`/`count` of the way in) instead of all of them racing for the same first names;
+    a lost race (FileNotFoundError on rename: another worker won that name) makes it jump to a
+    random untried name, taking work from another share. One worker alone claims in id order.
+    Batches requeued meanwhile are found at the next re-listing.
     """
 
-    def __init__(self, job_dir: str | os.PathLike[str], worker: str) -> None:
+    def __init__(self, job_dir: str | os.PathLike[str], worker: str, index: int = 0, count: int = 1) -> None:
         self.job_dir = os.fspath(job_dir)
         self.worker = worker
         self.folder = worker_dir(job_dir, worker)
         self._pending = layout.path(job_dir, layout.PENDING_DIR)
         self._done = layout.path(job_dir, layout.DONE_DIR)
         os.makedirs(self.folder, exist_ok=True)
+        self._share = (index % max(1, count), max(1, count))
         self._names: list[str] = []
-        self._next = 0
+        self._tried = bytearray()  # 1 for each name of the listing already tried
+        self._left = 0  # names not tried yet
+        self._pos = 0
+        self._misses = 0
+        self._rng = random.Random(worker)
         self._won = True  # did any rename succeed since the last listing?
         self.lost_races = 0
+        self.listings = 0
+
+    def _relist(self) -> None:
+        if not self._won and self._names:
+            # Every rename failed: maybe our folder was swept by a requeue. Recreate it.
+            os.makedirs(self.folder, exist_ok=True)
+        self._names = sorted(n for n in listdir(self._pending) if is_claim(n))
+        self.listings += 1
+        n = len(self._names)
+        self._tried, self._left, self._misses, self._won = bytearray(n), n, 0, False
+        self._pos = n * self._share[0] // self._share[1]
+
+    def _untried(self) -> int:
+        """The first untried position at or after the cursor, going round; -1 when none is left."""
+        if not self._left:
+            return -1
+        i = self._tried.find(0, self._pos)
+        return i if i >= 0 else self._tried.find(0)
 
     def claim(self) -> MiniBatch | None:
-        """Claim the next pending mini-batch, or None when pending/ is empty right now."""
+        """Claim a pending mini-batch, or None when pending/ is empty right now."""
         relisted = False
         while True:
-            if self._next >= len(self._names):
-                if relisted:
+            i = self._untried()
+            if i < 0 or (self._misses >= MAX_MISSES and not relisted):
+                if i < 0 and relisted:
                     return None
-                if not self._won and self._names:
-                    # Every rename failed: maybe our folder was swept by a requeue. Recreate it.
-                    os.makedirs(self.folder, exist_ok=True)
-                self._names = sorted(n for n in listdir(self._pending) if is_claim(n))
-                self._next = 0
-                self._won = False
+                self._relist()
                 relisted = True
                 continue
-            name = self._names[self._next]
-            self._next += 1
+            name = self._names[i]
+            self._tried[i] = 1
+            self._left -= 1
+            self._pos = i + 1
             dst = self.folder + "/" + name
             try:
                 os.rename(self._pending + "/" + name, dst)
             except FileNotFoundError:
                 self.lost_races += 1
+                self._misses += 1
+                self._pos = self._rng.randrange(len(self._names))  # someone works here: go elsewhere
                 continue
-            self._won = True
+            self._won, self._misses = True, 0
             with open(dst, "rb") as f:
                 batch: MiniBatch = json.loads(f.read())
             # A retried batch may have been finished by a worker wrongly presumed dead: never

@@ -17,12 +17,14 @@ import importlib.util
 import logging
 import os
 import queue as _queue
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import time
 import traceback
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -63,6 +65,16 @@ def current_batch(state: Any) -> str | None:
     try is charged to when the worker dies. Read by the supervisor from the shared state."""
     n = int(state[BATCH])
     return layout.mini_batch_id(n - 1) if n > 0 else None
+
+
+def claim_share(spec: WorkerSpec) -> tuple[int, int]:
+    """(this worker's index, the job's number of workers): where its claims start in the listing
+    (queue.Claimer). Instances are numbered by the trailing digits of their name (`instance-3`)."""
+    per = spec.settings.max_concurrency_per_instance
+    count = max(1, spec.settings.instance_count) * per
+    digits = re.search(r"(\d+)$", spec.instance)
+    number = int(digits.group(1)) if digits else zlib.crc32(spec.instance.encode())
+    return (number * per + spec.index) % count, count
 
 
 def writer_depth() -> int:
@@ -294,7 +306,7 @@ def _record_failure(job: str, worker: str, logs: reports.WorkerLogs, batch: queu
 def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.WorkerLogs, state: Any,
           stop: Any) -> None:
     job, worker, settings = spec.job_dir, spec.name, spec.settings
-    claimer = queue.Claimer(job, worker)
+    claimer = queue.Claimer(job, worker, *claim_share(spec))
     prefix = spec.input_dir.rstrip("/") + "/" if spec.input_dir else ""
     formatter = output.format_append_row if settings.output_action == APPEND_ROW else output.count_summary
     tries = settings.tries

@@ -227,8 +227,8 @@ def test_merge_results_in_id_order_only_done_and_never_overwrites(tmp_path: Path
     assert out.read_text().count("\n") == 3
 
 
-def _race(job: str, worker: str, out: str, barrier: multiprocessing.Barrier) -> None:
-    claimer = queue.Claimer(job, worker)
+def _race(job: str, worker: str, out: str, barrier: multiprocessing.Barrier, share: tuple[int, int] = (0, 1)) -> None:
+    claimer = queue.Claimer(job, worker, *share)
     got = []
     barrier.wait()
     while (batch := claimer.claim()) is not None:
@@ -237,11 +237,13 @@ def _race(job: str, worker: str, out: str, barrier: multiprocessing.Barrier) -> 
     Path(out).write_text("\n".join(got))
 
 
-def test_concurrent_claimers_never_claim_a_batch_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shares", [False, True])
+def test_concurrent_claimers_never_claim_a_batch_twice(tmp_path: Path, shares: bool) -> None:
     job = _job(tmp_path, 2000, 1)
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(4)
-    procs = [ctx.Process(target=_race, args=(str(job), f"r{k}.0", str(tmp_path / f"got{k}"), barrier))
+    procs = [ctx.Process(target=_race, args=(str(job), f"r{k}.0", str(tmp_path / f"got{k}"), barrier,
+                                             (k, 4) if shares else (0, 1)))
              for k in range(4)]
     for p in procs:
         p.start()
@@ -290,3 +292,18 @@ def test_claimer_recovers_when_its_folder_was_swept(tmp_path: Path) -> None:
     assert c.claim() is None  # every rename fails: the folder is gone
     got = c.claim()
     assert got is not None and got["id"] == "000000000"  # folder recreated, requeued batch found
+
+
+def test_claimers_start_at_their_share_and_jump_after_a_lost_race(tmp_path: Path) -> None:
+    job = _job(tmp_path, 8, 1)
+    a, b = queue.Claimer(job, "instance-0.0", 0, 2), queue.Claimer(job, "instance-1.0", 1, 2)
+    assert a.claim()["id"] == "000000000"
+    assert b.claim()["id"] == "000000004"  # its half of the listing: no race for the first names
+    assert queue.Claimer(job, "instance-2.0").claim()["id"] == "000000001"  # a's next one, taken
+    got = [a.claim()["id"]]
+    assert a.lost_races == 1 and got[0] not in ("000000000", "000000001", "000000004")  # jumped elsewhere
+    while (batch := a.claim()) is not None:
+        got.append(batch["id"])
+    while (batch := b.claim()) is not None:
+        got.append(batch["id"])
+    assert sorted(got) == [layout.mini_batch_id(i) for i in (2, 3, 5, 6, 7)]  # the rest, once each
