@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +77,12 @@ class QueueCounts:
 
 
 class ProgressReader:
-    """Incremental counts for a poller: each done/failed record is read once, then remembered."""
+    """Incremental counts for a poller: each done/failed record is read once, then remembered.
+
+    A poll lists done/ and failed/ and reads only the records that appeared since the last one;
+    pending is what neither done, failed nor running holds when queue/count is known (no listing
+    of pending/), and once every mini-batch is done or failed nothing is listed any more.
+    """
 
     def __init__(self, job_dir: str | os.PathLike[str]) -> None:
         self.job_dir = os.fspath(job_dir)
@@ -87,35 +94,79 @@ class ProgressReader:
     def _scan(self, sub: str) -> tuple[int, int, int]:
         seen, sums = self._seen[sub], self._sums[sub]
         folder = layout.path(self.job_dir, sub)
-        for name in listdir(folder):
-            if name in seen or not is_claim(name):
-                continue
-            try:
-                with open(os.path.join(folder, name), "rb") as f:
-                    rec = json.loads(f.read())
-            except (FileNotFoundError, ValueError):
+        new = [n for n in set(listdir(folder)).difference(seen) if is_claim(n)]
+        for name in new:
+            got = _record_counts(folder + "/" + name)
+            if got is None:
                 continue  # read it next time
             seen.add(name)
-            sums[0] += int(rec.get("succeeded", 0))
-            sums[1] += int(rec.get("failed", 0))
+            sums[0] += got[0]
+            sums[1] += got[1]
         return len(seen), sums[0], sums[1]
 
     def read(self) -> QueueCounts:
         """The current counts (reads only the records that appeared since the last call)."""
         if self._total is None:
             self._total = total_count(self.job_dir)
-        pending = sum(1 for n in listdir(layout.path(self.job_dir, layout.PENDING_DIR)) if is_claim(n))
+        total = self._total
         running_dir = layout.path(self.job_dir, layout.RUNNING_DIR)
         running = sum(1 for w in listdir(running_dir)
                       for n in listdir(os.path.join(running_dir, w)) if is_claim(n))
-        done, ok_done, bad_done = self._scan(layout.DONE_DIR)
-        failed, _, bad_failed = self._scan(layout.FAILED_DIR)
-        return QueueCounts(self._total, pending, running, done, failed, ok_done, bad_done + bad_failed)
+        finished = len(self._seen[layout.DONE_DIR]) + len(self._seen[layout.FAILED_DIR])
+        if total is None or finished < total:  # records are never removed: a drained queue stays so
+            self._scan(layout.DONE_DIR)
+            self._scan(layout.FAILED_DIR)
+        done, (ok_done, bad_done) = len(self._seen[layout.DONE_DIR]), self._sums[layout.DONE_DIR]
+        failed, bad_failed = len(self._seen[layout.FAILED_DIR]), self._sums[layout.FAILED_DIR][1]
+        if total is None:
+            pending = sum(1 for n in listdir(layout.path(self.job_dir, layout.PENDING_DIR)) if is_claim(n))
+        else:  # every mini-batch is in exactly one place (each move is a rename)
+            pending = max(0, total - done - failed - running)
+        return QueueCounts(total, pending, running, done, failed, ok_done, bad_done + bad_failed)
+
+
+def _record_counts(path: str) -> tuple[int, int] | None:
+    """(succeeded, failed) of a done or failed record; None when it cannot be read now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)  # os-level: a third of open()'s cost, 100,000 times
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    try:
+        rec = json.loads(b"".join(chunks))
+    except ValueError:
+        return None
+    return int(rec.get("succeeded", 0)), int(rec.get("failed", 0))
+
+
+_READERS: OrderedDict[tuple[str, int, int], tuple[threading.Lock, ProgressReader]] = OrderedDict()
+_READERS_LOCK = threading.Lock()
+KEPT_READERS = 16  # job folders whose reader counts() keeps (a reader of 100,000 records holds ~10 MB)
 
 
 def counts(job_dir: str | os.PathLike[str]) -> QueueCounts:
-    """A one-off snapshot; pollers should keep a ProgressReader instead (it reads only news)."""
-    return ProgressReader(job_dir).read()
+    """The current counts of a job, exact; a process that asks again about the same job folder
+    (`job show`/`stream` while it runs, the REST and SDK pollers) reads only the records that
+    appeared since (the readers of the last KEPT_READERS job folders are kept)."""
+    job = os.path.abspath(os.fspath(job_dir))
+    try:  # written once with the queue: a job folder made again at the same path is another job
+        st = os.stat(layout.path(job, layout.QUEUE_COUNT_FILE))
+    except FileNotFoundError:
+        return ProgressReader(job).read()
+    key = (job, st.st_ino, st.st_mtime_ns)
+    with _READERS_LOCK:
+        entry = _READERS.pop(key, None) or (threading.Lock(), ProgressReader(job))
+        _READERS[key] = entry
+        while len(_READERS) > KEPT_READERS:
+            _READERS.popitem(last=False)
+    lock, reader = entry
+    with lock:
+        return reader.read()
 
 
 def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLike[str]) -> int:

@@ -203,8 +203,8 @@ def test_progress_reader_reads_each_record_once(tmp_path: Path, monkeypatch: pyt
     first = reader.read()
     assert (first.pending, first.running, first.done, first.items_succeeded, first.items_failed) == (2, 1, 2, 3, 1)
     opened = []
-    real_open = open
-    monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
     queue.complete(job, "i.0", c.claim(), None, 0)
     second = reader.read()
     assert [os.path.basename(p) for p in opened if layout.DONE_DIR in p] == ["000000003.json"]
