@@ -5,10 +5,12 @@ when the current run() started (time.monotonic, system-wide on Linux) and which 
 Writing two floats per mini-batch is the cheapest channel there is; the supervisor reads them to
 enforce the timeout and to know what a killed worker was doing.
 
-Between two run() calls the worker touches no file: its writer thread (writer.py) records each
-finished mini-batch and claims the next one while run() works. So a worker may hold up to three
-claims: the one in run(), the next one, and finished ones still on their way to disk. Only the
-first is its own doing if it dies; the supervisor gives the others back untouched (`current_batch`).
+While run() takes longer than a mini-batch's file work, the worker touches no file between two
+run() calls: its writer thread (writer.py) records each finished mini-batch and claims the next one
+while run() works (a shorter run() would only wait for the thread: the worker then does that work
+itself, `_Pace`). So a worker may hold up to three claims: the one in run(), the next one, and
+finished ones still on their way to disk. Only the first is its own doing if it dies; the
+supervisor gives the others back untouched (`current_batch`).
 """
 
 from __future__ import annotations
@@ -249,11 +251,38 @@ def _worker_main(spec: WorkerSpec, state: Any, stop: Any) -> None:
     sys.exit(layout.EXIT_OK)
 
 
-class _Ahead:
-    """The worker's next mini-batch, claimed by the writer thread while run() works on this one."""
+class _Pace:
+    """Whether handing a mini-batch's file work to the writer thread pays: only while run() takes
+    longer than that work (moving averages). A shorter run() would wait for the thread anyway, and
+    then the hand-off costs more than it hides (measured: bench/overhead.py, a no-op run())."""
 
-    def __init__(self, claimer: queue.Claimer, writer: Writer | None) -> None:
-        self._claimer, self._writer = claimer, writer
+    def __init__(self) -> None:
+        self.run = self.files = 0.0
+
+    def overlap(self) -> bool:
+        return self.run > self.files
+
+    def ran(self, seconds: float) -> None:
+        self.run += 0.1 * (seconds - self.run)
+
+    def filed(self, seconds: float) -> None:
+        self.files += 0.1 * (seconds - self.files)
+
+    def timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args), its time counted as file work (in whichever thread it runs)."""
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.filed(time.perf_counter() - t)
+
+
+class _Ahead:
+    """The worker's next mini-batch: claimed by the writer thread while run() works on this one when
+    asked (`ask`), else by the worker itself when it takes it."""
+
+    def __init__(self, claimer: queue.Claimer, writer: Writer | None, pace: _Pace) -> None:
+        self._claimer, self._writer, self._pace = claimer, writer, pace
         self._slot: _queue.Queue[queue.MiniBatch | None] = _queue.Queue(maxsize=1)
         self._asked = False
 
@@ -264,13 +293,12 @@ class _Ahead:
             self._writer.submit(self._claim)
 
     def _claim(self) -> None:
-        self._slot.put(self._claimer.claim())
+        self._slot.put(self._pace.timed(self._claimer.claim))
 
     def take(self) -> queue.MiniBatch | None:
         """The next mini-batch, None when pending/ is empty; raises what the writer thread raised."""
-        if self._writer is None:
-            return self._claimer.claim()
-        self.ask()
+        if self._writer is None or not self._asked:
+            return self._pace.timed(self._claimer.claim)
         while True:
             try:
                 batch = self._slot.get(timeout=0.05)
@@ -315,17 +343,21 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     # Started after init(): init() may fork pools, which is safest in a process with one thread.
     depth = writer_depth()
     writer = Writer(depth) if depth else None
-    record = writer.submit if writer is not None else _call
-    ahead = _Ahead(claimer, writer)
+    pace = _Pace()
+    ahead = _Ahead(claimer, writer, pace)
     try:
         # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
         while not stop.value and os.getppid() == parent:
             batch = ahead.take()
+            if writer is not None:
+                writer.check()  # a failure of the thread is raised while the batch it hit is still current
             if batch is None:
                 time.sleep(IDLE_POLL_SECONDS)
                 continue
-            if not stop.value:
-                ahead.ask()  # raises a failure of the writer thread while the batch it hit is still current
+            overlap = writer is not None and pace.overlap()
+            record = writer.submit if overlap else _call  # type: ignore[union-attr]
+            if overlap and not stop.value:
+                ahead.ask()
             start, t0, c0 = wall(), clock(), cpu()
             items = batch["items"]
             state[BATCH] = float(int(batch["id"]) + 1)
@@ -334,17 +366,18 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
                 result = run([prefix + item for item in items])
                 state[STARTED] = 0.0
                 run_seconds = clock() - t0
+                pace.ran(run_seconds)
                 outcome = formatter(result, len(items))
                 data = queue.encode_result(outcome.text) if outcome.text else None
             except BaseException:  # noqa: B036 - whatever run() raises fails this attempt only
                 state[STARTED] = 0.0
                 run_seconds = clock() - t0
                 summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
-                record(_record_failure, job, worker, logs, batch, summary, tries, start, clock() - t0, cpu() - c0,
-                       run_seconds)
+                record(pace.timed, _record_failure, job, worker, logs, batch, summary, tries, start, clock() - t0,
+                       cpu() - c0, run_seconds)
                 continue
-            record(_record_done, job, worker, logs, batch, data, outcome, start, clock() - t0, cpu() - c0,
-                   run_seconds)
+            record(pace.timed, _record_done, job, worker, logs, batch, data, outcome, start, clock() - t0,
+                   cpu() - c0, run_seconds)
         if writer is not None:
             writer.close()  # every finished mini-batch recorded; raises a failure of the thread
     except BaseException:

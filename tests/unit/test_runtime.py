@@ -417,43 +417,58 @@ def test_worker_temp_folders_are_removed_however_the_worker_ends(tmp_path: Path,
     assert os.listdir(tmp) == []
 
 
+NAP_SCRIPT = """
+import os, time
+
+MARKS = os.environ["MARKS"]
+
+def init():
+    with open(os.path.join(MARKS, "init.txt"), "a") as f:
+        f.write(os.environ["BEPBUILD_WORKER"] + "\\n")
+    if len(open(os.path.join(MARKS, "init.txt")).read().split()) == 1 and os.environ.get("PLANT"):
+        os.makedirs(os.environ["PLANT"])  # where a result's temp file goes: it cannot be written
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    for name in names:
+        marker = os.path.join(MARKS, name + ".crashed")
+        if name.endswith("-crash.txt") and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+    time.sleep(0.05)  # longer than the file work: the writer thread records and claims ahead
+    return names
+"""
+
+
 def test_a_worker_that_dies_charges_a_try_only_to_the_mini_batch_in_its_run(tmp_path: Path) -> None:
     # While run() works, the worker's writer thread has claimed the next mini-batch and may still be
     # recording finished ones: when it dies, only the one in run() counts a try (max_retries 2: a
     # second charge would fail a mini-batch).
-    files = ["a.txt", "b.txt", "crashonce1.txt", "d.txt", "e.txt", "crashonce2.txt", "f.txt", "g.txt"]
-    paths = make_job(tmp_path, files, mini_batch_size=1, max_retries=2)  # ids in name order
+    files = [f"{i:02d}-{'crash' if i in (3, 6) else 'nap'}.txt" for i in range(9)]
+    paths = make_job(tmp_path, files, script=NAP_SCRIPT, mini_batch_size=1, max_retries=2)
     assert run(paths) == 0
     job = paths["job"]
     assert os.listdir(job / layout.FAILED_DIR) == []
-    crashed = {layout.mini_batch_id(i) for i, n in enumerate(sorted(files)) if n.startswith("crash")}
     attempts_of = {p.name[:-5]: json.loads(p.read_text())["attempt"] for p in (job / layout.DONE_DIR).iterdir()}
-    assert attempts_of == {layout.mini_batch_id(i): int(layout.mini_batch_id(i) in crashed) for i in range(len(files))}
+    assert attempts_of == {layout.mini_batch_id(i): int(i in (3, 6)) for i in range(9)}
     lost = sorted(r["Mini-batch Id"] for r in attempts(job) if r["Status"] == layout.STATUS_LOST)
-    assert lost == sorted(crashed)
-    assert sorted(line.split()[0] for line in merged(job)) == sorted(files)
-
-
-PLANTING_SCRIPT = SCRIPT + """
-def init():
-    _mark("init.txt", os.environ["BEPBUILD_WORKER"])
-    if len(open(os.path.join(MARKS, "init.txt")).read().split()) == 1:
-        os.makedirs(os.environ["PLANT"])  # where the first result's temp file goes: it cannot be written
-"""
+    assert lost == [layout.mini_batch_id(3), layout.mini_batch_id(6)]
+    assert sorted(line.split()[0] for line in merged(job)) == files
 
 
 def test_a_failed_result_write_is_never_dropped(tmp_path: Path) -> None:
-    # The writer thread cannot write the first result: the worker must not go on as if that
+    # The writer thread cannot write the third result: the worker must not go on as if that
     # mini-batch were done. It ends, one try is charged, a fresh worker does the rest, once each.
-    plant = "queue/running/i0.0/" + layout.TMP_PREFIX + "000000000.csv"
-    paths = make_job(tmp_path, ["a.txt", "b.txt", "c.txt"], script=PLANTING_SCRIPT, mini_batch_size=1,
+    plant = "queue/running/i0.0/" + layout.TMP_PREFIX + "000000002.csv"
+    files = [f"{i:02d}-nap.txt" for i in range(5)]
+    paths = make_job(tmp_path, files, script=NAP_SCRIPT, mini_batch_size=1,
                      environment_variables={"PLANT": str(tmp_path / "job" / plant)})
     assert run(paths) == 0
     job = paths["job"]
     assert "IsADirectoryError" in (job / layout.LOG_USER_STDERR / "i0" / "i0.0.stderr.txt").read_text()
     assert len(marks(paths, "init.txt")) == 2
     assert [r["Status"] for r in attempts(job)].count(layout.STATUS_LOST) == 1
-    assert sorted(line.split()[0] for line in merged(job)) == ["a.txt", "b.txt", "c.txt"]
+    assert sorted(line.split()[0] for line in merged(job)) == files
 
 
 NO_NEW_PRIVS = """
