@@ -110,7 +110,8 @@ def test_import_failure_is_reported_with_its_traceback_and_nothing_runs(tmp_path
 def test_init_failure_and_run_exceptions_keep_their_tracebacks(tmp_path: Path) -> None:
     code, result, _ = probe_run(tmp_path, "def init():\n    raise SystemExit(3)\n\ndef run(b):\n    return b\n", ["a"])
     assert code == 1 and result is not None and "SystemExit: 3" in result["scoring"]["init"]["error"]
-    script = "def run(mini_batch):\n    if 'bad' in mini_batch[0]:\n        raise ValueError('no')\n    return mini_batch\n"
+    script = ("def run(mini_batch):\n    if 'bad' in mini_batch[0]:\n        raise ValueError('no')\n"
+              "    return mini_batch\n")
     code, result, _ = probe_run(tmp_path / "2", script, ["bad", "good"], settings={"mini_batch_size": 1})
     assert code == 1 and result is not None
     runs = result["scoring"]["runs"]
@@ -145,7 +146,7 @@ def test_run_slower_than_the_timeout_fails_as_a_job_would(tmp_path: Path) -> Non
 def test_environment_checks_name_lock_differences_and_python(tmp_path: Path) -> None:
     version = subprocess.run([PYTHON, "-c", "import pip; print(pip.__version__)"], capture_output=True,
                              text=True).stdout.strip()
-    lock = f"# a lock\npip==0.0.1 --hash=sha256:00\nnot-a-real-package==1.0 --hash=sha256:00\n"
+    lock = "# a lock\npip==0.0.1 --hash=sha256:00\nnot-a-real-package==1.0 --hash=sha256:00\n"
     minor = subprocess.run([PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True,
                            text=True).stdout.strip()
     code, result, _ = probe_run(tmp_path, ROWS, ["a"], checks=True, lock=lock, python_pin="2.7")
