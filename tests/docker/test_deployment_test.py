@@ -239,16 +239,29 @@ def test_a_stopped_test_leaves_no_container(home: Path, tmp_path: Path, sig: sig
 
 
 def test_a_killed_test_is_cleaned_up_by_the_next_one(home: Path, tmp_path: Path) -> None:
+    """Also: the test container is isolated as a job's instances are, with the compute's limits."""
+    bep("compute", "create", "-n", "test-limits", "--max-instances", "1", "--cpus", "1", "--memory", "512m",
+        "-o", "none")
     script = "import time\n\ndef init():\n    time.sleep(120)\n\ndef run(mini_batch):\n    return mini_batch\n"
-    folder = write_deployment(tmp_path / "slow", script, endpoint="bt-slow-init")
+    folder = write_deployment(tmp_path / "slow", script, endpoint="bt-slow-init", compute="azureml:test-limits")
     inputs = make_inputs(tmp_path / "in", numbered(1))
     proc = subprocess.Popen([str(BEPBUILD), "test", str(folder / "deployment.yml"), "--input", str(inputs), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        wait_for(lambda: owned_by(proc.pid), "the test container", timeout=600, interval=0.5)
+        cid = wait_for(lambda: owned_by(proc.pid), "the test container", timeout=600, interval=0.5)[0]
+        attrs = json.loads(subprocess.run([DOCKER, "inspect", cid], capture_output=True, text=True,
+                                          check=True).stdout)[0]
     finally:
         proc.kill()
         proc.wait()
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host["SecurityOpt"] and host["PidsLimit"] == 4096
+    assert host["Memory"] == 512 * 1024**2 and host["NanoCpus"] == 10**9
+    assert not attrs["Config"]["User"].startswith("0")
+    mounts = {m["Destination"]: m["RW"] for m in attrs["Mounts"]}
+    assert mounts == {"/mnt/bepbuild/inputs": False, "/mnt/bepbuild/outputs": True,
+                      "/mnt/bepbuild/test/request": False, "/mnt/bepbuild/test/result": True}
     assert owned_by(proc.pid) and any(config.scratch_dir().iterdir())  # SIGKILL: nothing could clean up
     bep("test", "--endpoint-name", "no-such-endpoint", "--name", "x", "--input", str(inputs), code=2)
     assert not owned_by(proc.pid)
