@@ -1,4 +1,5 @@
-"""Names derived from endpoints, deployments and jobs: folders, image repositories, containers, assets.
+"""Names derived from endpoints, deployments and jobs: folders, image repositories, containers, Swarm
+services and networks, assets.
 
 Every derived name is decided here, and each is injective: two different (endpoint, deployment)
 pairs, or two different jobs, never share one. Endpoint and deployment names are letters, digits
@@ -18,6 +19,9 @@ from . import config
 
 _CONTAINER_JOB_CHARS = 40
 _CONTAINER_HASH_CHARS = 16
+_SERVICE_JOB_CHARS = 20  # Swarm names services with at most 63 characters
+_SERVICE_INSTANCE_CHARS = 16
+SHARED_JOBS_DIR = "bepbuild-jobs"  # the jobs folder under a swarm compute's shared path
 
 
 def context_dir(endpoint: str, deployment: str) -> Path:
@@ -61,8 +65,7 @@ def container_name(job: str, job_dir: Path, instance: str) -> str:
     Job names may be 255 characters long and two may share any prefix: the readable prefix is
     followed by a hash of the job folder, which is what identifies the job on this engine.
     """
-    digest = hashlib.sha256(str(Path(job_dir).absolute()).encode()).hexdigest()[:_CONTAINER_HASH_CHARS]
-    return f"bepbuild-{job[:_CONTAINER_JOB_CHARS]}-{digest}-{instance}"
+    return f"bepbuild-{job[:_CONTAINER_JOB_CHARS]}-{_job_digest(job_dir)}-{instance}"
 
 
 def test_container_name(scratch: str, what: str) -> str:
@@ -75,3 +78,26 @@ def pytest_image(scratch: str, image_id: str, lock_digest: str) -> str:
     one per test run (`scratch`), so a run that removes its own never takes another's."""
     digest = hashlib.sha256(f"{image_id}\n{lock_digest}".encode()).hexdigest()[:12]
     return f"bepbuild/test-pytest:{scratch}-{digest}"
+
+
+def _job_digest(job_dir: Path) -> str:
+    return hashlib.sha256(str(Path(job_dir).absolute()).encode()).hexdigest()[:_CONTAINER_HASH_CHARS]
+
+
+def service_name(job: str, job_dir: Path, instance: str) -> str:
+    """The Swarm service of one instance of a job (its task's container is named after it by Swarm):
+    unique per job folder, at most 63 characters (Swarm's limit)."""
+    if len(instance) > _SERVICE_INSTANCE_CHARS:
+        raise ValueError(f"instance name {instance!r} is longer than {_SERVICE_INSTANCE_CHARS} characters")
+    return f"bepbuild-{job[:_SERVICE_JOB_CHARS]}-{_job_digest(job_dir)}-{instance}"
+
+
+def job_network(job: str, job_dir: Path) -> str:
+    """The job's own `--internal` overlay network on a swarm (its tasks' only network)."""
+    return f"bepbuild-{job[:_SERVICE_JOB_CHARS]}-{_job_digest(job_dir)}"
+
+
+def shared_jobs_dir(shared_path: str | Path) -> Path:
+    """The folder holding the job folders of a swarm compute, under its shared path."""
+    return Path(shared_path) / SHARED_JOBS_DIR
+

@@ -14,8 +14,13 @@ Job folder::
     <job>/queue/done/<id>.json           finished: the mini-batch plus counts and timings
     <job>/queue/failed/<id>.json         out of tries: the mini-batch plus the last error
     <job>/results/<id>.csv               rows of one mini-batch (append_row), written atomically
-    <job>/control/cancel, abort          flags: stop claiming (cancel by user, abort on threshold)
+    <job>/control/cancel                 flag: stop claiming (the user canceled the job)
     <job>/control/host.lock              flock of the one host process driving the job (holds its pid)
+    <job>/state/lease.<term>             the coordinator lease of term <term> (runtime writes; see coordinator)
+    <job>/state/merging.json             the coordinator merging the output: its token and the output file
+    <job>/state/outcome.json             how the job ended, as its coordinator decided (the host records it)
+    <job>/snapshot/{code,model}          process backend: the job's copy of the deployed code and model
+    <job>/inputs/                        http(s) inputs downloaded; a swarm job's inputs copied to the shared path
     <job>/logs/...                       Azure-like logs (see LOG_* below)
     <output dir>/<output_file_name>      merged result; the output dir is AZUREML_BI_OUTPUT_PATH
 """
@@ -38,11 +43,20 @@ FAILED_DIR = "queue/failed"
 RESULTS_DIR = "results"
 CONTROL_DIR = "control"
 CANCEL_FLAG = "control/cancel"
-ABORT_FLAG = "control/abort"
 HOST_LOCK = "control/host.lock"  # flock held by the host process driving the job; its pid inside
 OUTPUTS_DIR = "outputs"  # default output dir when no --output-path is given
-INPUTS_DIR = "inputs"  # where http(s) inputs are downloaded to
+INPUTS_DIR = "inputs"  # http(s) inputs downloaded, and a swarm job's inputs copied onto the shared path
+SNAPSHOT_DIR = "snapshot"  # process backend: the job's copy of the deployed code/ and model/
 LOGS_DIR = "logs"
+# Written by the instances (the runtime user), read by the host as data it does not trust: job.json
+# and control/ stay the host's, so scoring code (which runs as the runtime user) cannot change what
+# the host does; it can only stop or fail its own job.
+STATE_DIR = "state"
+LEASE_PREFIX = "state/lease."  # + zero-padded term: created exclusively, renewed by its mtime
+LEASE_TERM_WIDTH = 9
+MERGING_FILE = "state/merging.json"
+OUTCOME_FILE = "state/outcome.json"
+MERGE_TMP_INFIX = ".merging-"  # <output dir>/.<output file><infix><token>: the merge's temp file
 
 QUEUE_COUNT_FILE = "queue/count"  # number of mini-batches written by write_queue (decimal text)
 QUEUE_STAGING_DIR = "queue/.pending-staging"  # write_queue builds the queue here, then renames it
@@ -51,6 +65,9 @@ TMP_PREFIX = ".tmp."  # temp files live in the writer's running/<worker>/ folder
 HEARTBEAT_FILE = ".heartbeat"
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_EXPIRY_SECONDS = 30.0
+LEASE_SECONDS = 10.0  # a coordinator lease not renewed for this long (as its observer counts time) is taken over
+# running/.taken-<token>.<worker>: a dead worker's folder, taken by the one giving its claims back
+TAKEN_PREFIX = ".taken-"
 
 # Mini-batch ids are zero-padded so that a plain sort is the merge order.
 MINI_BATCH_ID_WIDTH = 9
@@ -62,7 +79,8 @@ LOG_RESULT = "logs/job_result.txt"
 LOG_ERROR = "logs/job_error.txt"
 LOG_HOST = "logs/host.txt"  # stdout/stderr of a detached host (invoke/resume --no-wait)
 INSTANCE_PID_SUFFIX = ".process.pid"  # control/<instance>.process.pid: a process-backend instance's pid
-INSTANCE_LOG_SUFFIXES = {"process": ".process.txt", "docker": ".container.txt"}  # logs/<instance><suffix>
+# logs/<instance><suffix>: what an instance printed itself, per backend
+INSTANCE_LOG_SUFFIXES = {"process": ".process.txt", "docker": ".container.txt", "swarm": ".task.txt"}
 LOG_USER_STDOUT = "logs/user/stdout"  # /<instance>/<worker>.stdout.txt
 LOG_USER_STDERR = "logs/user/stderr"  # /<instance>/<worker>.stderr.txt
 LOG_USER_ERROR = "logs/user/error"  # /<instance>/<worker>.txt (tracebacks)
@@ -141,6 +159,8 @@ ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers
 ENV_GPUS = "BEPBUILD_GPUS"  # comma-separated GPU ids of the instance; given round-robin to workers
 ENV_WORKER = "BEPBUILD_WORKER"  # set by the runtime in each worker: its name (<instance>.<n>)
 ENV_WRITER_DEPTH = "BEPBUILD_WRITER_DEPTH"  # "0": a worker writes its results itself, no writer thread (worker.py)
+ENV_NO_NEW_PRIVILEGES = "BEPBUILD_NO_NEW_PRIVILEGES"  # "1": the supervisor sets no_new_privs itself (Swarm tasks)
+ENV_SWARM_GPUS = "DOCKER_RESOURCE_NVIDIA-GPU"  # Swarm's generic resources given to a task (GPU ids)
 
 
 def mini_batch_id(index: int) -> str:
@@ -166,6 +186,23 @@ def instance_pid_file(instance: str) -> str:
 def instance_log(instance: str, backend: str) -> str:
     """The job-folder-relative name of the log of what instance `instance` printed itself."""
     return f"{LOGS_DIR}/{instance}{INSTANCE_LOG_SUFFIXES[backend]}"
+
+
+def lease_file(term: int) -> str:
+    """The job-folder-relative name of the coordinator lease of `term`."""
+    return LEASE_PREFIX + str(term).zfill(LEASE_TERM_WIDTH)
+
+
+def taken_dir(worker: str, token: str) -> str:
+    """The name under running/ of `worker`'s folder once taken by `token` (see queue.take_worker)."""
+    return f"{TAKEN_PREFIX}{token}.{worker}"
+
+
+def worker_of_folder(name: str) -> str:
+    """The worker a folder under running/ belongs to (its own folder, or one taken from it)."""
+    if name.startswith(TAKEN_PREFIX):
+        return name[len(TAKEN_PREFIX):].partition(".")[2]
+    return name
 
 
 def path(job_dir: str | os.PathLike[str], *parts: str) -> str:

@@ -169,11 +169,19 @@ def counts(job_dir: str | os.PathLike[str]) -> QueueCounts:
         return reader.read()
 
 
-def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLike[str]) -> int:
+def merge_tmp(output_file: str | os.PathLike[str], token: str) -> str:
+    """The temp file a merge into `output_file` by `token` writes, next to the output."""
+    out = os.path.abspath(os.fspath(output_file))
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}{layout.MERGE_TMP_INFIX}{token}")
+
+
+def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLike[str],
+                  token: str | None = None) -> int:
     """Concatenate results/<id>.csv in id order into `output_file`; return the files merged.
 
-    Only ids with a done record are merged. Streams through a temp file next to the output and
-    publishes it without overwriting: FileExistsError if the output exists (before or after).
+    Only ids with a done record are merged. Streams through a temp file next to the output
+    (`merge_tmp`, named by `token`, default this process's id) and publishes it without
+    overwriting: FileExistsError if the output exists (before or after).
     """
     job = os.fspath(job_dir)
     out = os.path.abspath(os.fspath(output_file))
@@ -184,7 +192,7 @@ def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLik
     names = sorted(n for n in listdir(layout.path(job, layout.RESULTS_DIR))
                    if n.endswith(suffix) and not n.startswith(".") and n[: -len(suffix)] in done)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.merging-{os.getpid()}")
+    tmp = merge_tmp(out, token or str(os.getpid()))
     try:
         with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as dst:
             for name in names:

@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any, Dict
 
@@ -55,7 +56,7 @@ __all__ = [
     "Claimer", "MiniBatch", "ProgressReader", "QueueCounts", "claims", "complete", "counts",
     "ensure_dirs", "fail_attempt", "heartbeats", "is_drained", "is_no_space", "looks_empty", "merge_results",
     "release_claims", "release_instance", "release_worker", "requeue_instance", "requeue_worker", "stale_workers",
-    "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
+    "take_worker", "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
     "encode_result", "release_unstarted",
 ]
 
@@ -285,14 +286,16 @@ def fail_attempt(
     error: str,
     max_retries: int,
     status: str = layout.STATUS_EXCEPTION,
+    folder: str | None = None,
 ) -> bool:
     """Count a failed try of a claimed batch; True if it went back to pending.
 
     A batch is tried at most `max_retries` times (at least once); after the last try it goes to
-    failed/<id>.json with the error, and all its items count as failed.
+    failed/<id>.json with the error, and all its items count as failed. `folder` holds the claim
+    (default: the worker's own folder; a folder taken from a dead worker, see take_worker).
     """
     job = os.fspath(job_dir)
-    folder = worker_dir(job, worker)
+    folder = folder or worker_dir(job, worker)
     bid = batch["id"]
     claim = folder + "/" + bid + JSON
     if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
@@ -314,9 +317,9 @@ def fail_attempt(
     return False
 
 
-def claims(job_dir: str | os.PathLike[str], worker: str) -> list[MiniBatch]:
-    """The mini-batches currently claimed by `worker`, in id order."""
-    folder = worker_dir(job_dir, worker)
+def claims(job_dir: str | os.PathLike[str], worker: str, folder: str | None = None) -> list[MiniBatch]:
+    """The mini-batches currently claimed by `worker` (in `folder`, default its own), in id order."""
+    folder = folder or worker_dir(job_dir, worker)
     try:
         names = sorted(n for n in os.listdir(folder) if is_claim(n))
     except FileNotFoundError:
@@ -331,6 +334,23 @@ def claims(job_dir: str | os.PathLike[str], worker: str) -> list[MiniBatch]:
     return found
 
 
+def take_worker(job_dir: str | os.PathLike[str], folder_name: str) -> str | None:
+    """Take the folder of a worker known to be gone (running/<name>) for oneself; its new path, or None.
+
+    A rename to a name of our own: of everyone who finds the same dead worker (its instance's new
+    life, the host that saw it exit, the coordinator that saw its heartbeat expire), exactly one
+    gives its claims back; the others find nothing. A taken folder whose taker died is taken again.
+    """
+    running = layout.path(job_dir, layout.RUNNING_DIR)
+    worker = layout.worker_of_folder(folder_name)
+    taken = os.path.join(running, layout.taken_dir(worker, uuid.uuid4().hex[:16]))
+    try:
+        os.rename(os.path.join(running, folder_name), taken)
+    except FileNotFoundError:
+        return None
+    return taken
+
+
 def requeue_worker(
     job_dir: str | os.PathLike[str],
     worker_folder: str,
@@ -340,33 +360,47 @@ def requeue_worker(
 ) -> dict[str, str]:
     """Give back every claim of a dead worker and remove its folder; return {id: outcome}.
 
-    `worker_folder` is the worker name (or its path under running/). Each claim goes back to
-    pending with attempt+1 ("requeued"), or to failed/ when out of tries ("failed"), unless
-    done/<id>.json exists ("done": the claim is just dropped). Each lost try is recorded in the
-    worker's node log and attempts CSV. `max_retries` defaults to the job's setting.
+    `worker_folder` is the name of its folder under running/ (the worker's name, or a folder taken
+    from it), or that folder's path. Each claim goes back to pending with attempt+1 ("requeued"),
+    or to failed/ when out of tries ("failed"), unless done/<id>.json exists ("done": the claim is
+    just dropped). Each lost try is recorded in the worker's node log and attempts CSV.
+    `max_retries` defaults to the job's setting.
     """
     job = os.fspath(job_dir)
-    worker = os.path.basename(os.path.normpath(worker_folder))
+    name = os.path.basename(os.path.normpath(worker_folder))
+    worker = layout.worker_of_folder(name)
+    folder = take_worker(job, name)
+    if folder is None:
+        return {}  # someone else is giving them back
     if max_retries is None:
         from .settings import load  # only here: the hot path never reads job.json
 
         max_retries = load(job).max_retries
     outcomes: dict[str, str] = {}
-    batches = claims(job, worker)
+    batches = claims(job, worker, folder)
     if batches:
         with WorkerLogs(job, worker) as logs:
             for batch in batches:
                 bid = batch["id"]
                 if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
-                    unlink_quiet(os.path.join(worker_dir(job, worker), bid + JSON))
+                    unlink_quiet(os.path.join(folder, bid + JSON))
                     outcomes[bid] = "done"
                     continue
-                requeued = fail_attempt(job, worker, batch, reason, max_retries, status)
+                requeued = fail_attempt(job, worker, batch, reason, max_retries, status, folder)
                 outcomes[bid] = "requeued" if requeued else "failed"
                 logs.attempt(batch, status, start=time.time(), elapsed=0.0,
                              error_category=SYSTEM_ERROR, error_message=reason)
-    shutil.rmtree(worker_dir(job, worker), ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     return outcomes
+
+
+def _folders_of(job_dir: str | os.PathLike[str], instance: str | None) -> list[str]:
+    """Worker folders under running/ of `instance` (None: every folder, taken ones included)."""
+    names = sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR)))
+    if instance is None:
+        return names
+    # A folder someone took is theirs to finish (or, when they died, the coordinator's).
+    return [n for n in names if not n.startswith(layout.TAKEN_PREFIX) and layout.instance_of(n) == instance]
 
 
 def requeue_instance(
@@ -377,22 +411,22 @@ def requeue_instance(
 ) -> dict[str, str]:
     """requeue_worker for every worker folder of a dead instance; return {id: outcome}."""
     outcomes: dict[str, str] = {}
-    for name in sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR))):
-        if layout.instance_of(name) == instance:
-            outcomes.update(requeue_worker(job_dir, name, reason, max_retries))
+    for name in _folders_of(job_dir, instance):
+        outcomes.update(requeue_worker(job_dir, name, reason, max_retries))
     return outcomes
 
 
-def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
+def release_claims(job_dir: str | os.PathLike[str], worker: str, folder: str | None = None) -> list[str]:
     """Give back every claim of `worker` untouched (the try does not count); return their ids.
 
     For what is not the mini-batch's fault: the job folder is full, the host died (its resume
     stops the instances it left), the host or the supervisor stopped the worker. A rename needs no
     space, so this works on a full disk; the worker's temp files are removed (that frees some).
-    A claim whose done record exists is just dropped. Only for a worker known to be gone.
+    A claim whose done record exists is just dropped. Only for a worker known to be gone, or by the
+    worker itself; `folder` holds the claims (default: the worker's own folder).
     """
     job = os.fspath(job_dir)
-    folder = worker_dir(job, worker)
+    folder = folder or worker_dir(job, worker)
     released = []
     for name in sorted(listdir(folder)):
         path = folder + "/" + name
@@ -433,19 +467,23 @@ def release_unstarted(job_dir: str | os.PathLike[str], worker: str, in_run: str 
     return released
 
 
-def release_worker(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
-    """release_claims for a worker that is gone, then remove its folder; return the ids given back."""
-    released = release_claims(job_dir, worker)
-    shutil.rmtree(worker_dir(job_dir, worker), ignore_errors=True)
+def release_worker(job_dir: str | os.PathLike[str], worker_folder: str) -> list[str]:
+    """release_claims for a worker that is gone (its folder taken first, see take_worker), then
+    remove its folder; return the ids given back."""
+    name = os.path.basename(os.path.normpath(worker_folder))
+    folder = take_worker(job_dir, name)
+    if folder is None:
+        return []
+    released = release_claims(job_dir, layout.worker_of_folder(name), folder)
+    shutil.rmtree(folder, ignore_errors=True)
     return released
 
 
 def release_instance(job_dir: str | os.PathLike[str], instance: str | None = None) -> list[str]:
     """release_worker for every worker of a stopped `instance` (None: of every instance)."""
     released = []
-    for name in sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR))):
-        if instance is None or layout.instance_of(name) == instance:
-            released += release_worker(job_dir, name)
+    for name in _folders_of(job_dir, instance):
+        released += release_worker(job_dir, name)
     return released
 
 

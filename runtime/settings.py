@@ -1,7 +1,8 @@
 """The deployment settings the runtime obeys, read from `<job>/job.json` (key `settings`).
 
-The host writes the settings after all overrides, so the runtime only fills in Azure's defaults
-and rejects values it cannot honour. Both the flat keys (`max_retries`, `timeout`) and Azure's
+The one definition of each setting and its default (Azure's): the host's deployment schema
+(bepbuild.specs) takes its defaults from here, and writes a job's settings with `as_job` after
+checking them with `from_job`, exactly as the instances read them. Both the flat keys (`max_retries`, `timeout`) and Azure's
 nested `retry_settings: {max_retries, timeout}` are accepted; the flat keys win.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import layout
@@ -55,6 +56,19 @@ class Settings:
     def tries(self) -> int:
         """How many times a mini-batch may be tried (Azure's max_retries is run_max_try)."""
         return max(1, self.max_retries)
+
+
+DEFAULTS = Settings()
+
+
+def as_job(settings: Settings) -> dict[str, Any]:
+    """`settings` as the host writes them into job.json (flat keys), for `from_job` to read back."""
+    out = asdict(settings)
+    if out["progress_update_timeout"] is None:
+        del out["progress_update_timeout"]
+    if float(out["timeout"]).is_integer():  # whole seconds, as Azure's YAML gives them
+        out["timeout"] = int(out["timeout"])
+    return out
 
 
 def load_job(job_dir: str | os.PathLike[str]) -> dict[str, Any]:

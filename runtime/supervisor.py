@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import layout, queue, reports, settings
+from . import coordinator, layout, queue, reports, settings
 from .worker import (
     PHASE,
     PHASE_READY,
@@ -30,6 +30,7 @@ from .worker import (
     worker_main,
 )
 
+PR_SET_NO_NEW_PRIVS = 38  # prctl(2)
 INIT_TRIES_PER_WORKER = 3  # Azure: a node stops trying after 3 x process_count_per_node init() failures
 POLL_SECONDS = 0.05  # a poll costs ~50 us (sentinels, flags, a first pending entry): stop soon after the drain
 STOP_GRACE_SECONDS = 5.0  # after SIGTERM/SIGINT, how long in-flight run() calls may finish
@@ -108,7 +109,9 @@ class Supervisor:
         self.input_dir = os.path.abspath(opts.input_dir) if opts.input_dir else None  # workers chdir
         n = self.settings.max_concurrency_per_instance
         self.threads = max(1, cpu_count() // n)
-        self.gpus = [g.strip() for g in os.environ.get(layout.ENV_GPUS, "").split(",") if g.strip()]
+        # GPUs: given by the backend, or by Swarm as generic resources of the task.
+        gpus = os.environ.get(layout.ENV_GPUS) or os.environ.get(layout.ENV_SWARM_GPUS, "")
+        self.gpus = [g.strip() for g in gpus.split(",") if g.strip()]
         self.ctx = multiprocessing.get_context("fork")
         self.stop_flag = self.ctx.RawValue("b", 0)
         self.slots = [Slot(i, layout.worker_name(self.instance, i), self.ctx.RawArray("d", STATE_SIZE))
@@ -119,6 +122,10 @@ class Supervisor:
         self.exit_code: int | None = None  # set when we decided to stop
         self.signalled = 0
         self.stop_deadline: float | None = None
+        output_dir = os.environ.get(layout.ENV_OUTPUT_PATH) or layout.path(self.job, layout.OUTPUTS_DIR)
+        self.coord = coordinator.Coordinator(self.job, self.instance, self.settings, output_dir,
+                                             coordinator.run_number(job))
+        self.coord_failed = False
 
     # -- logging -------------------------------------------------------------------------------
     def note(self, message: str) -> None:
@@ -270,13 +277,60 @@ class Supervisor:
         self.begin_stop(layout.EXIT_STOPPED, STOP_GRACE_SECONDS if self.signalled == 1 else 0.0)
 
     def check_flags(self) -> bool:
-        """Stop on control/cancel or control/abort; True if one is there."""
-        for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
-            if os.path.exists(layout.path(self.job, flag)):
-                self.note(f"{flag} found: stop claiming")
-                self.begin_stop(layout.EXIT_STOPPED)
-                return True
+        """Stop on control/cancel, or once the job has its outcome; True if either is there."""
+        if os.path.exists(layout.path(self.job, layout.CANCEL_FLAG)):
+            self.note(f"{layout.CANCEL_FLAG} found: stop claiming")
+            self.begin_stop(layout.EXIT_STOPPED)
+            return True
+        outcome = self.coord.outcome()
+        if outcome is not None:
+            self.note(f"the job ended {outcome['status']}: stop claiming")
+            self.begin_stop(layout.EXIT_OK if outcome["status"] == coordinator.COMPLETED else layout.EXIT_STOPPED)
+            return True
         return False
+
+    def coordinate(self, now: float) -> None:
+        """This instance's turn as a candidate coordinator (coordinator.py). The coordinator's own
+        failures are noted once and never end the instance: another instance may coordinate."""
+        own = {slot.name for slot in self.slots if slot.proc is not None}
+        try:
+            self.coord.step(now, own)
+        except Exception as exc:  # noqa: BLE001
+            if queue.is_no_space(exc):
+                raise
+            if not self.coord_failed:
+                self.coord_failed = True
+                self.note(f"coordinator: {type(exc).__name__}: {exc}")
+
+    def await_outcome(self) -> int:
+        """The queue is drained and our workers are gone: stay until the job has its outcome, writing it
+        ourselves when we hold (or take over) the coordinator's lease. Returns the exit code."""
+        self.note("waiting for the job's outcome")
+        next_beat = 0.0
+        while True:
+            if time.monotonic() >= next_beat:  # still alive, for whoever watches heartbeats
+                for slot in self.slots:
+                    queue.touch_heartbeat(self.job, slot.name)
+                next_beat = time.monotonic() + layout.HEARTBEAT_SECONDS
+            if self.signalled or os.path.exists(layout.path(self.job, layout.CANCEL_FLAG)):
+                return layout.EXIT_STOPPED
+            try:
+                outcome = self.coord.finalize(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - a job must end even when finalizing it fails
+                if queue.is_no_space(exc):
+                    raise
+                why = f"finalizing the job failed: {type(exc).__name__}: {exc}"
+                self.note(f"coordinator: {why}")
+                try:
+                    outcome = self.coord.decide(coordinator.FAILED, why)
+                except OSError:
+                    outcome = None
+                if outcome is None:
+                    return layout.EXIT_FAILURE
+            if outcome is not None:
+                self.note(f"the job ended {outcome['status']}")
+                return layout.EXIT_OK
+            time.sleep(coordinator.STEP_SECONDS / 5)
 
     def check_queue(self, now: float, empty_since: list[float | None]) -> None:
         """Stop on control flags, or when every mini-batch is done or failed."""
@@ -299,6 +353,8 @@ class Supervisor:
         """Run until done; return the exit code."""
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
+        if os.environ.get(layout.ENV_NO_NEW_PRIVILEGES) == "1":
+            no_new_privileges()
         self.note(f"starting {len(self.slots)} workers, {self.threads} threads each; script {self.script}")
         # Claims left by an earlier life of this instance (same name) are ours to give back. Untouched:
         # the host counted a try when that life died on its own; what is left was stopped by a host
@@ -310,9 +366,10 @@ class Supervisor:
                 raise
             self.no_space("start")
             return layout.EXIT_NO_SPACE
-        if self.check_flags():  # cancelled before we started: claim nothing
-            self.note(f"exiting with code {layout.EXIT_STOPPED}")
-            return layout.EXIT_STOPPED
+        if self.check_flags():  # cancelled, or ended, before we started: claim nothing
+            code = layout.EXIT_STOPPED if self.exit_code is None else self.exit_code
+            self.note(f"exiting with code {code}")
+            return code
         for slot in self.slots:
             self.start(slot)
         next_beat = 0.0
@@ -320,6 +377,13 @@ class Supervisor:
         while True:
             live = [s.proc.sentinel for s in self.slots if s.proc is not None]
             if not live:
+                if self.exit_code == layout.EXIT_OK and self.coord.outcome() is None:
+                    try:
+                        self.exit_code = self.await_outcome()
+                    except OSError as exc:
+                        if not queue.is_no_space(exc):
+                            raise
+                        self.no_space("coordinator")
                 break
             multiprocessing.connection.wait(live, timeout=POLL_SECONDS)
             try:
@@ -359,6 +423,7 @@ class Supervisor:
                 if slot.proc is not None:
                     queue.touch_heartbeat(self.job, slot.name)
             next_beat = now + layout.HEARTBEAT_SECONDS
+        self.coordinate(now)
         if self.exit_code is None:
             self.check_queue(now, empty_since)
         if self.stop_deadline is not None and now >= self.stop_deadline:
@@ -367,6 +432,19 @@ class Supervisor:
                     self.kill(slot, "stopped")
                     self.reap(slot)
         return next_beat
+
+
+def no_new_privileges() -> None:
+    """Set no_new_privs on this process and, through fork, its workers: what `--security-opt
+    no-new-privileges` does for a container, for engines that cannot set it (Swarm services)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    except (OSError, AttributeError) as exc:
+        sys.stderr.write(f"bepbuild_runtime: cannot set no_new_privs: {exc}\n")
 
 
 def main(opts: Options) -> int:

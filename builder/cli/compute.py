@@ -1,4 +1,5 @@
-"""`bepbuild compute ...`: local resource profiles standing in for AmlCompute clusters."""
+"""`bepbuild compute ...`: where a deployment's instances run: resource profiles for this machine's engine
+(`amlcompute`) and Docker Swarm clusters (`swarm`, docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,26 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="Compute name.")]
 @guarded
 def create(
     name: Annotated[str | None, typer.Option("--name", "-n")] = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="amlcompute (the only kind).")] = "amlcompute",
+    type_: Annotated[str, typer.Option("--type", "-t", help="amlcompute (this machine's engine) or swarm (a Docker "
+                                                                 "Swarm cluster).")] = "amlcompute",
     min_instances: Annotated[int | None, typer.Option("--min-instances")] = None,
     max_instances: Annotated[int | None, typer.Option("--max-instances")] = None,
     size: Annotated[str | None, typer.Option("--size", help="Accepted and recorded (VM size on Azure).")] = None,
     cpus: Annotated[float | None, typer.Option("--cpus", help="CPUs per instance (docker --cpus).")] = None,
     memory: Annotated[str | None, typer.Option("--memory", help="Memory per instance, e.g. 4g.")] = None,
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs per instance.")] = None,
+    shared_path: Annotated[str | None, typer.Option(
+        "--shared-path", help="swarm: a folder mounted at this same path on every node and here (job folders, "
+                              "inputs, outputs).")] = None,
+    registry: Annotated[str | None, typer.Option(
+        "--registry", help="swarm: HOST[:PORT]/REPO images are pushed to and run from by digest (none: a one-node "
+                           "swarm runs the local image).")] = None,
+    docker_host: Annotated[str | None, typer.Option(
+        "--docker-host", help="swarm: the manager, e.g. tcp://manager:2376 or ssh://user@manager (default: this "
+                              "machine's engine).")] = None,
+    constraint: Annotated[list[str] | None, typer.Option(
+        "--constraint", help="swarm: a placement constraint of the instances, e.g. node.labels.gpu==true "
+                             "(repeatable).")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="compute.yml")] = None,
     set_: SetOpt = None,
     output: OutputOpt = "json",
@@ -42,10 +56,19 @@ def create(
         "cpus": cpus,
         "memory": memory,
         "gpus": gpus,
+        "shared_path": shared_path,
+        "registry": registry,
+        "docker_host": docker_host,
+        "constraints": constraint or None,
     }
     if file is not None:
-        sets = list(set_ or []) + [f"{k}={v}" for k, v in flags.items() if v is not None and k != "type"]
+        sets = list(set_ or []) + [f"{k}={v}" for k, v in flags.items()
+                                   if v is not None and k not in ("type", "constraints")]
         spec = load_compute(file, sets=sets, name=name).spec
+        if constraint:
+            doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            doc["constraints"] = [*spec.constraints, *constraint]
+            spec = validate(ComputeSpec, Located(doc, {}, str(file)))
     else:
         data = {"name": name, **{k: v for k, v in flags.items() if v is not None}}
         from ..specs.overrides import apply
@@ -98,7 +121,8 @@ def update(
     emit(update_compute(store(), name, sets), output, query, "compute")
 
 
-_NO_NODES = "a local compute is a resource profile for containers on this engine: it has no nodes or VMs"
+_NO_NODES = ("a local compute is a resource profile for containers on this engine: it has no nodes or VMs (a swarm "
+             "compute's nodes: bepbuild doctor --compute NAME)")
 for _verb in ("list-nodes", "list-sizes", "list-usage", "start", "stop", "restart", "connect-ssh", "enable-sso"):
     refuse(app, _verb, _NO_NODES)
 refuse(app, "attach", "only local compute profiles exist: create one with bepbuild compute create")

@@ -60,9 +60,11 @@ def list_(
     if parent_job_name:  # a local job is its own scoring step (Azure's batchscoring child)
         emit([s.get_job(parent_job_name)], output, query, "job")
         return
+    from ..jobs import service
+
     archived = "only" if archived_only else "include" if include_archived else "exclude"
-    emit(s.list_jobs(endpoint=endpoint_name, deployment=deployment_name, status=status, limit=max_results,
-                     archived=archived), output, query, "job")
+    emit(service.list_jobs(s, endpoint=endpoint_name, deployment=deployment_name, status=status, limit=max_results,
+                           archived=archived), output, query, "job")
 
 
 @app.command("update")
@@ -143,10 +145,11 @@ def resume(
 @guarded
 def stream(name: NameOpt) -> None:
     """Follow a job until it ends, as az ml job stream: progress lines, then a summary (exit 1 unless Completed)."""
+    from ..jobs import records
     from ..jobs import stream as streaming
 
     s = store()
-    job = s.get_job(name)
+    job = records.lookup(s, name)
     for line in streaming.follow(s, name, web_view(job)):
         typer.echo(line)
     if s.get_job(name)["status"] != "Completed":
@@ -180,12 +183,18 @@ def logs(name: NameOpt) -> None:
     """Print the job's result and progress overview, and where its logs are."""
     from pathlib import Path
 
-    job = store().get_job(name)
-    d = Path(job["job_dir"]) / "logs"
-    for f in sorted(d.glob("job_progress_overview.*.txt"))[-1:] + [d / "job_result.txt", d / "job_error.txt"]:
+    from bepbuild_runtime import layout
+
+    from ..jobs import records
+
+    job = records.lookup(store(), name)
+    root = Path(job["job_dir"])
+    overview = Path(layout.LOG_PROGRESS_PREFIX)
+    found = sorted((root / overview.parent).glob(overview.name + "*.txt"))[-1:]
+    for f in [*found, root / layout.LOG_RESULT, root / layout.LOG_ERROR]:
         if f.exists():
             typer.echo(f"== {f.name}\n{f.read_text()}")
-    typer.echo(f"logs: {d}")
+    typer.echo(f"logs: {root / layout.LOGS_DIR}")
 
 
 _ONLY_BATCH = "only batch endpoint jobs run locally: start one with bepbuild batch-endpoint invoke"

@@ -50,6 +50,8 @@ class InstancePlan:
 
 
 class Backend(Protocol):
+    """Where a job's instances run: each kind owns how it starts, watches and stops them."""
+
     def start(self, plan: InstancePlan, instance: str) -> None: ...
 
     def exited(self) -> dict[str, int]:
@@ -68,6 +70,14 @@ class Backend(Protocol):
 
     def pause(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when an instance exits."""
+        ...
+
+    def alive(self, job: dict[str, Any]) -> bool:
+        """Whether any instance of `job` runs, whoever started it (this object need not have)."""
+        ...
+
+    def remove_job(self, job: dict[str, Any]) -> int:
+        """Stop and remove every instance of `job` that is left, whoever started it; how many."""
         ...
 
 
@@ -146,6 +156,12 @@ class ProcessBackend:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+    def alive(self, job: dict[str, Any]) -> bool:
+        return bool(_job_process_groups(Path(job["job_dir"])))
+
+    def remove_job(self, job: dict[str, Any]) -> int:
+        return stop_job_processes(Path(job["job_dir"]))
 
 
 class DockerBackend:
@@ -307,6 +323,16 @@ class DockerBackend:
                 pass
         self.containers.clear()
 
+    def alive(self, job: dict[str, Any]) -> bool:
+        return any(c.status in ("created", "running", "restarting", "paused")
+                   for c in _job_containers(self.client, job["name"], Path(job["job_dir"])))
+
+    def remove_job(self, job: dict[str, Any]) -> int:
+        found = _job_containers(self.client, job["name"], Path(job["job_dir"]))
+        for c in found:
+            c.remove(force=True)
+        return len(found)
+
 
 def _pid_file(instance: str) -> str:
     return f"{layout.CONTROL_DIR}/{instance}.process.pid"
@@ -327,24 +353,34 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def stop_job_processes(job_dir: Path, wait: float = 10.0) -> int:
-    """Kill process-backend instances left by an earlier life of a job (before resuming it).
+def _job_process_groups(job_dir: Path) -> dict[Path, int]:
+    """{pid file: pid} of process-backend instances of the job that still run: each instance is a
+    session (and process group) of its own, so they outlive the host that started them. Only
+    groups whose leader is still the runtime of this job count (a pid may have been reused)."""
+    found = {}
+    for pid_file in sorted((job_dir / layout.CONTROL_DIR).glob("*" + layout.INSTANCE_PID_SUFFIX)):
+        try:
+            pid = int(pid_file.read_text())
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"bepbuild_runtime" in cmd and str(job_dir).encode() in cmd and state != "Z":
+            found[pid_file] = pid
+    return found
 
-    Each instance is a session (and process group) of its own, so a killed host leaves them
-    running; two lives of one instance would share its workers' folders. Only groups whose
-    leader is still the runtime of this job are killed (a pid may have been reused).
-    """
+
+def stop_job_processes(job_dir: Path, wait: float = 10.0) -> int:
+    """Kill process-backend instances of a job that are left (before resuming, canceling or deleting
+    it): two lives of one instance would share its workers' folders."""
     import signal
     import time
 
     killed = []
-    for pid_file in sorted((job_dir / layout.CONTROL_DIR).glob("*.process.pid")):
-        try:
-            pid = int(pid_file.read_text())
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            cmd = []
-        if b"bepbuild_runtime" in cmd and str(job_dir).encode() in cmd:
+    live = _job_process_groups(job_dir)
+    for pid_file in sorted((job_dir / layout.CONTROL_DIR).glob("*" + layout.INSTANCE_PID_SUFFIX)):
+        pid = live.get(pid_file)
+        if pid is not None:
             try:
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -379,24 +415,27 @@ def _is_job_s(container: Any, labels: dict[str, str]) -> bool:
                for m in mounts)
 
 
-def remove_job_containers(job: str, job_dir: Path) -> int:
-    """Remove containers left by an earlier life of a job (before resuming it); only the job's own."""
-    from .. import images
-
+def _job_containers(client: Any, job: str, job_dir: Path) -> list[Any]:
+    """The containers of a job on the engine, whoever made them; only the job's own."""
     labels = {JOB_LABEL: job, JOB_DIR_LABEL: str(Path(job_dir).absolute())}
-    n = 0
-    for c in images.engine().containers.list(all=True, filters={"label": f"{JOB_LABEL}={job}"}):
-        if _is_job_s(c, labels):
-            c.remove(force=True)
-            n += 1
-    return n
+    return [c for c in client.containers.list(all=True, filters={"label": f"{JOB_LABEL}={job}"})
+            if _is_job_s(c, labels)]
 
 
-def make(kind: str) -> Backend:
+KINDS = ("docker", "process", "swarm")
+
+
+def make(kind: str, job: dict[str, Any] | None = None) -> Backend:
+    """The backend of kind `kind` (for `job`: a swarm job names its manager): the one place that
+    chooses."""
     if kind == "docker":
         return DockerBackend()
     if kind == "process":
         return ProcessBackend()
+    if kind == "swarm":
+        from .swarm import SwarmBackend
+
+        return SwarmBackend.for_job(job or {})
     from ..errors import UserError
 
     raise UserError(f"--backend must be docker or process, got {kind!r}")

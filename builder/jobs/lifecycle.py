@@ -1,7 +1,8 @@
 """Job verbs after invoke: resume, cancel, delete.
 
 Each one first takes the job's host lock (hostlock.hold), so it never acts on a job that a live host
-is preparing or running; resume keeps the lock for the run it prepares.
+is preparing or running; resume keeps the lock for the run it prepares. A job whose host is gone
+may still run on its own instances: resume refuses it, cancel and delete stop them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 
 from bepbuild_runtime import layout, queue
 
-from .. import config
+from .. import config, naming
 from ..errors import BepbuildError, ConflictError, JobError, UserError
 from ..store import Store
-from . import hostlock, inputs, pinning, runner
+from . import cluster, hostlock, inputs, pinning, records
+from .backends import make
 
 
 def resume(store: Store, name: str) -> Path:
@@ -38,17 +40,21 @@ def resume(store: Store, name: str) -> Path:
         job = _not_completed(store, name)  # again, under the lock: a host may have just finished it
         if not (job_dir / layout.JOB_FILE).exists():
             raise _unpreparable(store, name, job_dir, f"its {layout.JOB_FILE} was never written")
-        for flag in (layout.CANCEL_FLAG, layout.ABORT_FLAG):
-            (job_dir / flag).unlink(missing_ok=True)
-        doc = runner.read_job(job_dir)
+        doc = records.read_job(job_dir)
+        if make(doc["backend"], doc).alive(doc):
+            raise ConflictError(f"job {name} is still running on its instances (no host watches it, they finish it "
+                                f"themselves): follow it with `bepbuild job stream --name {name}`, or cancel it")
+        (job_dir / layout.CANCEL_FLAG).unlink(missing_ok=True)
+        (job_dir / layout.OUTCOME_FILE).unlink(missing_ok=True)  # of the run that ended Failed or Canceled
         pinning.check_runnable(doc)  # the image or snapshot it was invoked with, or one line: it is gone
         if queue.total_count(job_dir) is None:
             _prepare_again(store, job_dir, doc)
-        doc.update(status="Queued", error=None)
+        # A new run: leases of the earlier one are void at once (coordinator.Lease).
+        doc.update(status="Queued", error=None, run=int(doc.get("run") or 0) + 1)
         try:
-            runner.write_job(job_dir, doc)
+            records.write_job(job_dir, doc)
         except OSError as e:
-            if e.errno not in runner.NO_SPACE:
+            if not queue.is_no_space(e):
                 raise
             raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
         store.update_job(name, status="Queued", error=None)
@@ -59,7 +65,7 @@ def resume(store: Store, name: str) -> Path:
 
 
 def _not_completed(store: Store, name: str) -> dict[str, Any]:
-    job = store.get_job(name)
+    job = records.refresh(store, records.lookup(store, name))  # it may have ended on its own
     if job.get("status") == "Completed":
         raise ConflictError(f"job {name} is already Completed")
     return job
@@ -69,10 +75,10 @@ def _unpreparable(store: Store, name: str, job_dir: Path | None, why: str) -> Jo
     """Record a job that cannot be prepared again as Failed; the error to raise."""
     msg = (f"job {name} was interrupted while being prepared and cannot be resumed: {why}; "
            f"remove it with `bepbuild job delete --name {name}`")
-    changes = {"status": "Failed", "error": msg, "ended_at": runner._now()}
+    changes = {"status": "Failed", "error": msg, "ended_at": records.now()}
     if job_dir is not None and (job_dir / layout.JOB_FILE).exists():
         try:
-            runner.set_state(store, job_dir, runner.read_job(job_dir), **changes)
+            records.set_state(store, job_dir, records.read_job(job_dir), **changes)
             return JobError(msg)
         except (OSError, ValueError):
             pass
@@ -89,13 +95,13 @@ def _prepare_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> None:
     given = (doc.get("input") or {}).get("path") or doc.get("input_root") or "?"
     try:
         spec = _input_again(store, job_dir, doc)
-        runner.set_state(store, job_dir, doc, status="Preparing", input_root=str(spec.root))
+        records.set_state(store, job_dir, doc, status="Preparing", input_root=str(spec.root))
         _write_queue(store, job_dir, doc, spec, given,
                      own_output=Path(doc["output_dir"]) == job_dir / layout.OUTPUTS_DIR)
     except BepbuildError as e:
         raise _unpreparable(store, name, job_dir, e.line()) from None
     except OSError as e:
-        if e.errno in runner.NO_SPACE:
+        if queue.is_no_space(e):
             raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
         raise _unpreparable(store, name, job_dir, f"{e.strerror}: {e.filename}") from None
 
@@ -122,19 +128,21 @@ def _input_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> inputs.Inp
 
 def cancel(store: Store, name: str) -> dict[str, Any]:
     """Ask a running job to stop: instances stop claiming and the job ends Canceled."""
-    job = store.get_job(name)
-    if job.get("status") in runner.FINAL:
+    job = records.refresh(store, records.lookup(store, name), look=False)  # it may have ended on its own
+    if job.get("status") in records.FINAL:
         raise ConflictError(f"job {name} already ended: {job['status']}")
     job_dir = Path(job["job_dir"])
     (job_dir / layout.CANCEL_FLAG).touch()
     store.update_job(name, cancel_requested=True)
     try:
         with hostlock.host_lock(job_dir):
-            # No host drives the job (it died, or was never started): stop what it left, end it here.
-            runner.stop_leftovers(job, job_dir)
-            doc = runner.read_job(job_dir) if (job_dir / layout.JOB_FILE).exists() else dict(job)
-            runner.set_state(store, job_dir, doc, status="Canceled", error="canceled by the user",
-                             ended_at=runner._now())
+            # No host drives the job (it died, or was never started): stop its instances, end it here.
+            if not (job_dir / layout.JOB_FILE).exists():
+                store.update_job(name, status="Canceled", error=records.CANCELED, ended_at=records.now())
+                return store.get_job(name)
+            doc = records.read_job(job_dir)
+            make(doc["backend"], doc).remove_job(doc)
+            records.record(store, job_dir, doc, "Canceled", records.CANCELED)
     except ConflictError:
         pass  # the live host sees the flag and ends the job Canceled itself
     return store.get_job(name)
@@ -147,11 +155,12 @@ def delete(store: Store, name: str) -> dict[str, Any]:
     the jobs folder, a real folder, its job.json naming the job); an --output-path folder outside it
     is never touched. Returns the deleted record.
     """
-    job = store.get_job(name)
+    job = records.lookup(store, name)
     job_dir = owned_job_dir(store, job)
     if (job_dir / layout.CONTROL_DIR).is_dir():
         with hostlock.host_lock(job_dir):  # refused while a live host prepares or runs it
-            runner.stop_leftovers(job, job_dir)
+            doc = records.read_job(job_dir) if (job_dir / layout.JOB_FILE).is_file() else job
+            make(doc.get("backend") or "process", doc).remove_job(doc)
             _remove_tree(job_dir)
     elif job_dir.exists():
         _remove_tree(job_dir)
@@ -164,6 +173,9 @@ def owned_job_dir(store: Store, job: dict[str, Any]) -> Path:
     name = job["name"]
     recorded = Path(job.get("job_dir") or "")
     jobs = Path(os.path.realpath(config.jobs_dir()))
+    res = job.get("resources") or {}
+    if job.get("backend") == cluster.SWARM and res.get("shared_path"):  # its compute's jobs folder
+        jobs = Path(os.path.realpath(naming.shared_jobs_dir(res["shared_path"])))
 
     def refuse(why: str) -> UserError:
         return UserError(f"job {name}: {why}; not removing {recorded} (bepbuild only removes job folders it "

@@ -57,10 +57,10 @@ def _is_under(path: Path, root: Path) -> bool:
 
 
 # What scoring containers write into, below the job folder: given to their user when the host is
-# root. The rest (the folder itself, job.json, control/, the host's logs) stays the host's, so that
-# an instance cannot put a link where the host writes (job.json's temporary file, the host lock,
-# the reports).
-CONTAINER_WRITES = (layout.QUEUE_DIR, layout.RESULTS_DIR, layout.OUTPUTS_DIR, layout.INPUTS_DIR,
+# root (state/: the coordinator's lease, merge record and outcome). The rest (the folder itself,
+# job.json, control/, the host's logs) stays the host's, so that an instance cannot put a link where
+# the host writes (job.json's temporary file, the host lock, the reports).
+CONTAINER_WRITES = (layout.QUEUE_DIR, layout.RESULTS_DIR, layout.OUTPUTS_DIR, layout.INPUTS_DIR, layout.STATE_DIR,
                     layout.LOG_USER_STDOUT.rsplit("/", 1)[0], layout.LOG_SYS_NODE, layout.LOG_ATTEMPTS_DIR)
 
 
@@ -73,7 +73,7 @@ def share_with_containers(job_dir: Path, out_dir: Path, *, made: bool, backend: 
     its owner, and the containers write into the job folder's outputs/ instead (published into the
     user's folder at the end of each run).
     """
-    if backend != "docker" or os.getuid() != 0:
+    if backend not in ("docker", "swarm") or os.getuid() != 0:
         return f"{os.getuid()}:{os.getgid()}", None
     uid, gid = layout.RUNTIME_UID, layout.RUNTIME_GID
     staging = None

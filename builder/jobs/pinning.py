@@ -2,6 +2,8 @@
 
 - docker: the id of the deployment's image at invoke (`job["image_id"]`); instances are created
   from that id, so a redeploy that moves the tag changes nothing for the job;
+- swarm: the same id, and what the nodes run (`job["image_ref"]`): the image pushed to the
+  compute's registry, by digest, or that id on a one-node swarm (jobs/cluster.py);
 - process: a snapshot in the job folder (`snapshot/code`, `snapshot/model`), copied at invoke from
   the deployment's rendered code (checked against the hash recorded at deploy) and from the
   registered model. Copies, not links: a scoring script that writes into its code or
@@ -18,11 +20,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bepbuild_runtime import layout
+
 from ..errors import JobError, NotFoundError, UserError
 from ..hashing import tree_sha256
 from ..store import Store
-
-SNAPSHOT_DIR = "snapshot"
 
 
 def may_run_again(job: dict[str, Any]) -> bool:
@@ -78,8 +80,8 @@ def snapshot(store: Store, dep: dict[str, Any], job_dir: Path) -> tuple[Path, Pa
     while copying leaves a job that refuses to resume, never one that runs half a snapshot).
     """
     code_src, model_src = check_deployed(store, dep)
-    root = job_dir / SNAPSHOT_DIR
-    tmp = job_dir / f".{SNAPSHOT_DIR}.tmp"
+    root = job_dir / layout.SNAPSHOT_DIR
+    tmp = job_dir / f".{layout.SNAPSHOT_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)  # inside the job folder, made by an earlier try of this one
     # copytree copies file contents (never links: contexts hard-link the registry's files) and keeps
     # modes, so the copy hashes like its source.
@@ -95,13 +97,15 @@ def snapshot(store: Store, dep: dict[str, Any], job_dir: Path) -> tuple[Path, Pa
 
 
 def check_runnable(job: dict[str, Any]) -> None:
-    """Before instances start (again): what the job was pinned to must still be there."""
+    """Before instances start (again): what the job was pinned to must still be there. (A swarm job
+    pushed to a registry runs by digest: the registry keeps it, and a node that cannot pull it says so.)"""
     name = str(job.get("name"))
-    if job.get("backend") == "docker":
+    if job.get("backend") in ("docker", "swarm"):
         from .. import images
 
         ref = job.get("image_id") or job["image"]
-        if images.image_id(ref) is None:
+        pushed = job.get("backend") == "swarm" and job.get("image_ref") and job["image_ref"] != job.get("image_id")
+        if not pushed and images.image_id(ref) is None:
             raise JobError(image_gone(name, job["image"], job.get("image_id")))
         return
     for key in ("code_dir", "model_dir"):
@@ -122,6 +126,6 @@ def held_images(store: Store) -> set[str]:
     ones too: `job resume` takes them)."""
     held: set[str] = set()
     for job in store.list_jobs(archived="include"):
-        if job.get("backend") == "docker" and may_run_again(job):
+        if job.get("backend") in ("docker", "swarm") and may_run_again(job):
             held.update(v for v in (job.get("image"), job.get("image_id")) if v)
     return held

@@ -1,15 +1,19 @@
-"""Run a job to its end: start instances, watch the queue, requeue what dead instances held,
-enforce the error threshold, then merge results and write the final status.
+"""Launch a job's instances and watch them while this process lives: the host side of a run.
 
-All state lives in the job folder, so the same function also resumes a job whose host process
-or instances died: claims under running/ are given back first, finished mini-batches stay done.
+The job runs on its own once its instances are started: their coordinator (bepbuild_runtime.
+coordinator) gives back the claims of dead workers, stops at the error threshold, merges the output
+and writes the outcome. The host adds what needs the engine, for as long as it lives: it starts the
+instances, sees them exit (their claims given back at once, a try counted, the instance started
+again), kills an instance that shows no progress, stops them on cancel, and records the end
+(records.py). A host that dies changes nothing for the job; `job show` records its end later.
+
+All state lives in the job folder, so the same function also resumes a job: what an earlier life of
+the job left is stopped and its claims given back untouched, finished mini-batches stay done.
 """
 
 from __future__ import annotations
 
 import errno
-import filecmp
-import json
 import os
 import sys
 import time
@@ -17,21 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bepbuild_runtime import layout, queue
+from bepbuild_runtime import coordinator, layout, queue
 from bepbuild_runtime import settings as runtime_settings
 
 from ..errors import EngineError, JobError, UserError
 from ..store import Store
-from . import outputs, pinning, reports
-from .backends import Backend, InstancePlan, instance_name, make, remove_job_containers, stop_job_processes
+from . import pinning, reports
+from .backends import Backend, InstancePlan, instance_name, make
 from .hostlock import host_lock, release
+from .records import CANCELED, FINAL, now, read_job, record, set_state, write_job
+
+__all__ = ["FINAL", "NO_RESULT", "read_job", "run", "set_state", "write_job"]
 
 POLL_SECONDS = 0.1
-FINAL = ("Completed", "Failed", "Canceled")
-NO_RESULT = (
-    "No succeeded mini batch item returned from run(). Please check 'response: run()' in "
-    "https://aka.ms/batch-inference-documentation"
-)
+NO_RESULT = coordinator.NO_RESULT
 # Supervisor exits after which restarting the instance cannot help.
 FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
                layout.EXIT_INIT_FAILED: "init() failed on every try"}
@@ -39,22 +42,9 @@ FATAL_EXITS = {layout.EXIT_USAGE: "the runtime refused its configuration",
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 PROGRESS_TIMEOUT_ENV = "BEPBUILD_PROGRESS_UPDATE_TIMEOUT"  # seconds; overrides the job's setting
 WATCH_GAP_SECONDS = 2.0  # the host loop (a turn every 0.1 s) paused this long: so does its watchdog's clock
+HOST = "host"  # the coordinator candidate name of a host that finalizes a job itself
 
 Watcher = Callable[[queue.QueueCounts, list[str], dict[str, Any]], None]
-
-
-def read_job(job_dir: Path) -> dict[str, Any]:
-    return json.loads((job_dir / layout.JOB_FILE).read_text())
-
-
-def write_job(job_dir: Path, job: dict[str, Any]) -> None:
-    reports.write_file(job_dir / layout.JOB_FILE, json.dumps(job, indent=1, sort_keys=True))
-
-
-def set_state(store: Store, job_dir: Path, job: dict[str, Any], **changes: Any) -> None:
-    job.update(changes)
-    write_job(job_dir, job)
-    store.update_job(job["name"], **{k: job[k] for k in changes})
 
 
 def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
@@ -62,14 +52,15 @@ def plan_for(job: dict[str, Any], job_dir: Path) -> InstancePlan:
     return InstancePlan(
         job=job["name"], job_dir=job_dir, input_root=Path(job["input_root"]),
         output_dir=Path(job.get("instance_output_dir") or job["output_dir"]),
-        image=job.get("image_id") or job["image"], code_dir=Path(job["code_dir"]), model_dir=Path(job["model_dir"]),
-        scoring_script=job["scoring_script"], cpus=res.get("cpus"), memory=res.get("memory"),
-        gpus=int(res.get("gpus") or 0), user=job.get("container_user"), image_name=job["image"],
+        image=job.get("image_ref") or job.get("image_id") or job["image"], code_dir=Path(job["code_dir"]),
+        model_dir=Path(job["model_dir"]), scoring_script=job["scoring_script"], cpus=res.get("cpus"),
+        memory=res.get("memory"), gpus=int(res.get("gpus") or 0), user=job.get("container_user"),
+        image_name=job["image"],
     )
 
 
 def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[str, Any]:
-    """Drive the job in `job_dir` until it is Completed, Failed or Canceled; return job.json.
+    """Start the job in `job_dir` and watch it until it is Completed, Failed or Canceled; return job.json.
 
     Runs under the job's host lock: the one this process took when it checked the job (invoke,
     resume), or one taken now; released when the run ends.
@@ -92,7 +83,7 @@ def run(store: Store, job_dir: Path, *, watch: Watcher | None = None) -> dict[st
 def _record_failure(store: Store, job_dir: Path, e: JobError) -> None:
     job = read_job(job_dir)
     if job.get("status") not in FINAL:
-        set_state(store, job_dir, job, status="Failed", error=e.message, ended_at=_now())
+        set_state(store, job_dir, job, status="Failed", error=e.message, ended_at=now())
 
 
 def _engine_failed(e: BaseException) -> bool:
@@ -113,7 +104,7 @@ def _stopped_for_engine(store: Store, job_dir: Path, e: Exception) -> EngineErro
     why = why.splitlines()[0][:300] if why else type(e).__name__
     msg = (f"the Docker engine failed during job {job['name']} ({why}); the job stopped: when the engine "
            f"answers again, run `bepbuild job resume --name {job['name']}`")
-    set_state(store, job_dir, job, status="Failed", error=msg, ended_at=_now())
+    set_state(store, job_dir, job, status="Failed", error=msg, ended_at=now())
     return EngineError(msg)
 
 
@@ -127,7 +118,7 @@ def _stopped_for_space(store: Store, job_dir: Path, e: OSError) -> JobError:
     where = e.filename or _fullest(job_dir, Path(job["output_dir"]))
     msg = (f"no space left on device ({where}): job {job['name']} stopped; free space, then run "
            f"`bepbuild job resume --name {job['name']}`")
-    changes = {"status": "Failed", "error": msg, "ended_at": _now()}
+    changes = {"status": "Failed", "error": msg, "ended_at": now()}
     try:
         set_state(store, job_dir, job, **changes)
     except OSError:  # job.json cannot be rewritten on the full disk: the registry knows
@@ -154,55 +145,52 @@ def queue_workers(job_dir: Path) -> list[str]:
         return []
 
 
+def _ended(job_dir: Path) -> bool:
+    return os.path.exists(job_dir / layout.OUTCOME_FILE)
+
+
 def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     job = read_job(job_dir)
-    settings = job["settings"]
-    max_retries = int(settings["max_retries"])
-    threshold = int(settings["error_threshold"])
-    n = int(settings["instance_count"])
+    try:
+        settings = runtime_settings.from_job(job)
+    except ValueError as e:
+        raise JobError(f"job {job.get('name')}: {layout.JOB_FILE}: {e}") from None
+    n = settings.instance_count
     silent_after = progress_timeout(job)
-    # An earlier life of this job (its host died) may have left instances running: stop them, then
-    # give back what they held untouched. Neither the host's death nor this stop is the mini-batches'
-    # fault; an instance that died on its own had its claims charged by the host that saw it die.
-    stop_leftovers(job, job_dir)
+    backend: Backend = make(job["backend"], job)
+    # An earlier life of this job (a resume) may have left instances: stop them, then give back what
+    # they held untouched. Neither that life's end nor this stop is the mini-batches' fault; an instance
+    # that died on its own had its claims charged by whoever saw it die.
+    backend.remove_job(job)
     queue.release_instance(job_dir)
     pinning.check_runnable(job)  # the image or snapshot the job was invoked with, never another one
-    backend: Backend = make(job["backend"])
     plan = plan_for(job, job_dir)
-    if job.get("status") != "Running":
-        set_state(store, job_dir, job, status="Running", started_at=job.get("started_at") or _now())
     reader = queue.ProgressReader(job_dir)
-    counts = reader.read()
     error: str | None = None
-    outcome: str | None = None
-    restarts, max_restarts = 0, n * (max_retries + 1)
+    restarts, max_restarts = 0, n * (settings.max_retries + 1)
     stopping = False  # the host stopped the instances itself (cancel): their claims go back untouched
     signs: dict[str, float] = {}  # instance -> wall-clock time of its last sign of life
     silenced: dict[str, str] = {}  # instances killed for going silent -> why
-    next_watch, last_tick = 0.0, time.time()
+    next_watch, last_tick, last_overview = 0.0, time.time(), 0.0
     try:
-        if not queue.is_drained(job_dir):
+        if not _ended(job_dir):
             for i in range(n):
                 backend.start(plan, instance_name(i))
                 signs[instance_name(i)] = time.time()
-        last_overview = 0.0
+        # Running: the instances run the job on their own from here (run_detached waits for this).
+        set_state(store, job_dir, job, status="Running", started_at=job.get("started_at") or now())
         while True:
             counts = reader.read()
             running = backend.running()
             if watch:
                 watch(counts, running, job)
-            now = time.monotonic()
-            if now - last_overview > 5:
+            mono = time.monotonic()
+            if mono - last_overview > 5:
                 reports.overview(job_dir, job, counts, running)
-                last_overview = now
-            if outcome is None and (job_dir / layout.CANCEL_FLAG).exists():
-                outcome, error = "Canceled", "canceled by the user"
+                last_overview = mono
+            if not stopping and (job_dir / layout.CANCEL_FLAG).exists():
                 stopping = True
                 backend.stop()
-            if outcome is None and threshold >= 0 and counts.items_failed > threshold:
-                outcome = "Failed"
-                error = f"Exceeded error threshold: {counts.items_failed} failed items > {threshold}."
-                (job_dir / layout.ABORT_FLAG).touch()
             for inst, code in backend.exited().items():
                 if code == layout.EXIT_NO_SPACE:  # the instance gave its claims back; stop the job
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(job_dir))
@@ -213,20 +201,14 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                     # still held was not the mini-batches' fault.
                     queue.release_instance(job_dir, inst)
                 else:  # it died on its own, or went silent: what it held counts as a try
-                    for worker in os.listdir(job_dir / layout.RUNNING_DIR):
-                        if layout.instance_of(worker) == inst:
-                            queue.requeue_worker(job_dir, worker, reason, max_retries)
-                if outcome is not None or queue.is_drained(job_dir):
-                    continue
+                    queue.requeue_instance(job_dir, inst, reason, settings.max_retries)
+                if stopping or _ended(job_dir) or code == layout.EXIT_OK or queue.is_drained(job_dir):
+                    continue  # nothing left for it to do (a drained job is finalized by whoever remains)
                 if code in FATAL_EXITS:
                     error = f"{inst}: {FATAL_EXITS[code]} (exit code {code}); see logs/user/error/"
-                    if not backend.running():
-                        outcome = "Failed"
                     continue
                 if restarts >= max_restarts:
                     error = f"instances exited {restarts} times without finishing the queue (last: {reason})"
-                    if not backend.running():
-                        outcome = "Failed"
                     continue
                 restarts += 1
                 backend.start(plan, inst)
@@ -240,35 +222,49 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
                 for inst in signs:
                     signs[inst] += tick - last_tick
             last_tick = tick
-            if now >= next_watch:  # the progress watchdog: once a second is plenty
-                next_watch = now + 1.0
+            if mono >= next_watch:  # the progress watchdog: once a second is plenty
+                next_watch = mono + 1.0
                 for inst in _silent(job_dir, backend.running(), signs, silent_after):
                     if inst not in silenced:
                         silenced[inst] = f"No progress update in {silent_after:g} seconds from {inst}; killed it"
                         reports.note(job_dir, silenced[inst])
                     backend.kill(inst)
-            for worker in queue.stale_workers(job_dir):
-                if layout.instance_of(worker) not in backend.running():
-                    queue.requeue_worker(job_dir, worker, "heartbeat expired", max_retries)
-            getattr(backend, "pause", time.sleep)(POLL_SECONDS)  # wakes early when an instance exits
+            backend.pause(POLL_SECONDS)  # wakes early when an instance exits
     except BaseException:
         backend.stop()
         backend.cleanup()
         raise
     backend.cleanup()
-    counts = reader.read()
-    return finalize(store, job_dir, job, counts, outcome, error)
+    return _conclude(store, job_dir, job, settings, stopping, error)
+
+
+def _conclude(store: Store, job_dir: Path, job: dict[str, Any], settings: runtime_settings.Settings,
+              canceled: bool, error: str | None) -> dict[str, Any]:
+    """Every instance is gone: record the outcome their coordinator wrote, or decide it here."""
+    ended = coordinator.read_outcome(job_dir)
+    if ended is None and not canceled and error is None:
+        # Drained, but the coordinator died with the last instances before it wrote the outcome: finish
+        # its work here (the same code, taking its lease over).
+        output_dir = job.get("instance_output_dir") or job["output_dir"]
+        ended = coordinator.finalize_drained(str(job_dir), settings, output_dir, coordinator.run_number(job), HOST)
+    if ended is not None:
+        status, why = ended["status"], ended.get("error")
+    elif canceled:
+        status, why = "Canceled", CANCELED
+    else:
+        status, why = "Failed", error or "the queue was not finished"
+    return record(store, job_dir, job, status, why)
 
 
 def _silent(job_dir: Path, running: list[str], signs: dict[str, float], limit: float) -> list[str]:
     """Running instances that showed no sign of life (a heartbeat of one of their workers, which their
     supervisor touches every few seconds) for more than `limit` seconds since they were started."""
-    for worker, when in queue.heartbeats(job_dir).items():
-        inst = layout.instance_of(worker)
+    for folder, when in queue.heartbeats(job_dir).items():
+        inst = layout.instance_of(layout.worker_of_folder(folder))
         if inst in signs and when > signs[inst]:
             signs[inst] = when
-    now = time.time()
-    return [inst for inst in running if now - signs.get(inst, now) > limit]
+    t = time.time()
+    return [inst for inst in running if t - signs.get(inst, t) > limit]
 
 
 def progress_timeout(job: dict[str, Any]) -> float:
@@ -287,75 +283,3 @@ def progress_timeout(job: dict[str, Any]) -> float:
         return runtime_settings.from_job(job).progress_timeout
     except ValueError as e:
         raise JobError(f"job {job.get('name')}: {layout.JOB_FILE}: {e}") from None
-
-
-def stop_leftovers(job: dict[str, Any], job_dir: Path) -> None:
-    """Stop the instances an earlier life of the job left behind: they outlive a killed host (own
-    sessions, detached containers), and two lives of one instance would share its worker folders."""
-    if job.get("backend") == "docker":
-        remove_job_containers(job["name"], job_dir)
-    else:
-        stop_job_processes(job_dir)
-
-
-def finalize(store: Store, job_dir: Path, job: dict[str, Any], counts: queue.QueueCounts, outcome: str | None,
-             error: str | None) -> dict[str, Any]:
-    """Merge outputs and write the final status and logs."""
-    settings = job["settings"]
-    set_state(store, job_dir, job, status="Finalizing")
-    published = outputs.publish(job)  # what containers wrote for a folder the user made (outputs.py)
-    if published:
-        set_state(store, job_dir, job, notices=[*(job.get("notices") or []), *published])
-    reports.processed_mini_batches(job_dir)
-    drained = queue.is_drained(job_dir)
-    if outcome is None and not drained:
-        outcome, error = "Failed", error or "the queue was not finished"
-    if outcome is None and settings["output_action"] == "append_row":
-        if counts.items_succeeded == 0:
-            outcome, error = "Failed", NO_RESULT
-        else:
-            out = Path(job["output_file"])
-            try:
-                if not (job.get("merged") and out.exists()) and not _merged_before_host_died(job_dir, job, out):
-                    set_state(store, job_dir, job, merging_pid=os.getpid())
-                    queue.merge_results(job_dir, out)
-                job["merged"] = True
-            except FileExistsError as e:  # another job wrote the same output file meanwhile
-                outcome, error = "Failed", str(e)
-            except OSError as e:
-                if e.errno != errno.ELOOP:  # a result replaced by a link (queue.merge_results)
-                    raise
-                outcome, error = "Failed", f"{e.strerror}: {e.filename}"
-    status = outcome or "Completed"
-    summary = (f"{counts.done + counts.failed} mini-batches ({counts.failed} failed); items: "
-               f"{counts.items_succeeded} succeeded, {counts.items_failed} failed")
-    set_state(
-        store, job_dir, job, status=status, error=error, ended_at=_now(), summary=summary,
-        counts={"mini_batches": counts.total, "done": counts.done, "failed": counts.failed,
-                "items_succeeded": counts.items_succeeded, "items_failed": counts.items_failed},
-    )
-    reports.overview(job_dir, job, counts, [])
-    reports.result(job_dir, job)
-    return job
-
-
-def _merged_before_host_died(job_dir: Path, job: dict[str, Any], out: Path) -> bool:
-    """After a host died while merging: remove its temp file, and tell whether it had already
-    published the output (it died between publishing and recording it). The output is ours when it
-    is byte for byte what the merge writes; anything else is another writer's file."""
-    pid = job.get("merging_pid")
-    if not pid:
-        return False
-    (out.parent / f".{out.name}.merging-{pid}").unlink(missing_ok=True)
-    if not out.is_file():
-        return False
-    check = job_dir / f".merge-check-{os.getpid()}"
-    try:
-        queue.merge_results(job_dir, check)
-        return filecmp.cmp(check, out, shallow=False)
-    finally:
-        check.unlink(missing_ok=True)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bepbuild_runtime import layout, queue
+from bepbuild_runtime import settings as runtime_settings
 
 from .. import config
 from ..errors import ConflictError, JobError, NotFoundError, SpecError, UserError
@@ -24,7 +26,7 @@ from ..specs import Settings
 from ..specs.loader import Located, validate
 from ..specs.overrides import apply, parse_assignment
 from ..store import Store
-from . import hostlock, inputs, outputs, pinning, runner
+from . import cluster, hostlock, inputs, outputs, pinning, records, runner
 
 # Azure's rule for job names (they also name folders and containers).
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
@@ -100,7 +102,10 @@ def _settings(dep: dict[str, Any], req: InvokeRequest) -> dict[str, Any]:
     except (TypeError, ValueError):
         raise SpecError(f"must be a positive integer, got {instance_count!r}", field="instance_count") from None
     flat.pop("instance_count_", None)
-    return flat
+    try:  # what job.json holds is the runtime's own settings, read back as the instances will read them
+        return runtime_settings.as_job(runtime_settings.from_job({"settings": flat}))
+    except ValueError as e:
+        raise SpecError(str(e), field="settings") from None
 
 
 def job_settings(store: Store, dep: dict[str, Any], *, mini_batch_size: int | None = None
@@ -143,9 +148,13 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     except NotFoundError:
         pass
     resources = _resources(store, dep, settings)
+    # A swarm compute runs the job on its cluster, unless the instances are asked to be local processes.
+    backend = cluster.SWARM if cluster.is_swarm(resources) and req.backend == "docker" else req.backend
     spec = inputs.resolve(store, req.input, req.input_type)
-    job_dir = config.jobs_dir() / name
+    job_dir = (cluster.jobs_dir(resources) if backend == cluster.SWARM else config.jobs_dir()) / name
     out_dir = outputs.output_dir(req.output_path, job_dir)
+    if backend == cluster.SWARM:
+        cluster.check_output(out_dir, resources, req.output_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output-path {out_dir} is a file; give a folder")
     out_file = out_dir / settings["output_file_name"] if settings["output_action"] == "append_row" else None
@@ -156,22 +165,23 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     if job_dir.exists():
         raise ConflictError(f"job folder exists: {job_dir}")
     # Pinned now: a resume runs this image, or this snapshot, whatever is deployed then (pinning.py).
-    image_id = pinning.pin_image(dep, req.endpoint, deployment) if req.backend == "docker" else None
-    snapshot = job_dir / pinning.SNAPSHOT_DIR
+    image_id = pinning.pin_image(dep, req.endpoint, deployment) if backend != "process" else None
+    image_ref = cluster.image_ref(dep["image"], image_id, resources) if backend == cluster.SWARM and image_id else None
+    snapshot = job_dir / layout.SNAPSHOT_DIR
     job: dict[str, Any] = {
         "name": name, "endpoint": req.endpoint, "deployment": deployment, "image": dep["image"], "image_id": image_id,
-        "backend": req.backend, "status": "Queued", "settings": settings,
+        "image_ref": image_ref, "backend": backend, "status": "Queued", "settings": settings,
         "scoring_script": dep["code_configuration"]["scoring_script"],
         "input": spec.to_json(), "input_root": str(spec.root), "output_dir": str(out_dir),
         "output_file": str(out_file) if out_file else None, "job_dir": str(job_dir),
         "code_dir": str(snapshot / "code"), "model_dir": str(snapshot / "model"), "resources": resources,
-        "experiment_name": req.experiment_name or req.endpoint, "created_at": runner._now(),
+        "experiment_name": req.experiment_name or req.endpoint, "created_at": records.now(), "run": 1,
     }
     _create_job_folder(store, job_dir, job)
     try:
-        runner.write_job(job_dir, job)
-        runner.set_state(store, job_dir, job, status="Preparing")
-        if req.backend == "process":
+        records.write_job(job_dir, job)
+        records.set_state(store, job_dir, job, status="Preparing")
+        if backend == "process":
             pinning.snapshot(store, dep, job_dir)
         if spec.url:
             inputs.download(spec, job_dir / layout.INPUTS_DIR)
@@ -183,7 +193,7 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         hostlock.release(job_dir)
         if job_dir.exists():
             shutil.rmtree(job_dir, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
+        if isinstance(e, OSError) and queue.is_no_space(e):
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
     return job
@@ -198,7 +208,7 @@ def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None
     except FileExistsError:
         raise ConflictError(f"job folder exists: {job_dir}") from None
     except OSError as e:
-        if e.errno in runner.NO_SPACE:
+        if queue.is_no_space(e):
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
     try:
@@ -208,7 +218,7 @@ def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None
     except BaseException as e:
         hostlock.release(job_dir)
         shutil.rmtree(job_dir, ignore_errors=True)  # made just now, by us
-        if isinstance(e, OSError) and e.errno in runner.NO_SPACE:
+        if isinstance(e, OSError) and queue.is_no_space(e):
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
 
@@ -217,6 +227,9 @@ def _write_queue(store: Store, job_dir: Path, job: dict[str, Any], spec: inputs.
                  own_output: bool) -> None:
     """The rest of a job's preparation once its input is local: the queue, the output folder, the
     owner of both; the job then waits for its run. `given` is the --input as the user wrote it."""
+    if job["backend"] == cluster.SWARM:
+        spec = cluster.stage_input(spec, job_dir, job["resources"])
+        job["input_root"] = str(spec.root)
     count = queue.write_queue(job_dir, inputs.items(spec), job["settings"]["mini_batch_size"])
     if count == 0:
         raise UserError(f"--input {given}: no files to score")
@@ -238,7 +251,7 @@ def _write_queue(store: Store, job_dir: Path, job: dict[str, Any], spec: inputs.
     if spec.special:
         notes.append(f"skipped {len(spec.special)} special file(s) in the input folder (named pipes, sockets, "
                      "devices)")
-    runner.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
+    records.set_state(store, job_dir, job, mini_batches=count, notices=notes, input_root=job["input_root"],
                      container_user=user, instance_output_dir=str(staging) if staging else None)
 
 
@@ -251,6 +264,8 @@ def _resources(store: Store, dep: dict[str, Any], settings: dict[str, Any]) -> d
     except NotFoundError:
         return {"compute": compute}
     out = {"compute": compute, "cpus": c.get("cpus"), "memory": c.get("memory"), "gpus": c.get("gpus", 0)}
+    if c.get("type") == cluster.SWARM:
+        out.update(cluster.resources(c))
     limit = int(c.get("max_instances", 1))
     if settings["instance_count"] > limit:  # as Azure: a cluster never grows past its max_instances
         out["capped_from"] = settings["instance_count"]
@@ -267,18 +282,24 @@ def run_attached(store: Store, name: str, watch: runner.Watcher | None = None) -
     return runner.run(store, job_dir_of(store, name), watch=watch)
 
 
-def run_detached(name: str, store: Store | None = None) -> int:
-    """Run the job in a background process that outlives this one; returns its pid.
+def run_detached(name: str, store: Store | None = None, started_within: float = 300.0) -> int:
+    """Run the job in a background process that outlives this one; returns its pid once that process
+    has started the job's instances (they run the job on their own from then on, whatever becomes
+    of either process), has ended, or `started_within` seconds have passed.
 
     When this process holds the job's host lock (invoke and resume take it), the locked file is
     handed to the background process, so no other host can start in between.
     """
     own = Store.open() if store is None else store
     try:
-        job_dir = job_dir_of(own, name)
+        return _start_detached(own, name, started_within)
     finally:
         if store is None:
             own.close()
+
+
+def _start_detached(store: Store, name: str, started_within: float) -> int:
+    job_dir = job_dir_of(store, name)
     cmd = [sys.executable, "-m", "bepbuild.jobs", "run", name]
     lock = hostlock.held(job_dir)
     if lock is not None:
@@ -290,20 +311,33 @@ def run_detached(name: str, store: Store | None = None) -> int:
     finally:
         os.close(log)
         hostlock.release(job_dir)  # the background process holds it now, or none does: it did not start
+    deadline = time.monotonic() + started_within
+    while (proc.poll() is None and time.monotonic() < deadline
+           and store.get_job(name).get("status") in ("Queued", "Preparing")):
+        time.sleep(0.05)
     return proc.pid
 
 
 def download(store: Store, name: str, output_name: str, dest: Path) -> tuple[Path, list[str]]:
     """Copy a job's outputs like `az ml job download --output-name score`: (the folder, links skipped)."""
-    job = store.get_job(name)
+    job = records.refresh(store, records.lookup(store, name))  # an end no host recorded publishes its outputs
     if output_name not in ("score", "default"):
         raise UserError(f"--output-name must be score (the only output of a model deployment), got {output_name!r}")
     return outputs.download(job, dest)
 
 
+def list_jobs(store: Store, **filters: Any) -> list[dict[str, Any]]:
+    """`store.list_jobs(**filters)`, after recording the end of jobs whose coordinator wrote it while
+    no host was left to record it (records.refresh, without asking the engine)."""
+    for job in store.list_jobs(status="Running", archived="include"):
+        records.refresh(store, job, look=False)
+    return store.list_jobs(**filters)
+
+
 def show(store: Store, name: str) -> dict[str, Any]:
-    """A job's record; while it runs, with live counts read from its queue."""
-    job = store.get_job(name)
+    """A job's record, brought up to date from its folder (records.refresh); while it runs, with live
+    counts read from its queue."""
+    job = records.refresh(store, records.lookup(store, name))
     if job.get("status") in ("Running", "Finalizing", "Preparing"):
         job_dir = Path(job["job_dir"])
         if (job_dir / layout.QUEUE_DIR).exists():

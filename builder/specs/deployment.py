@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bepbuild_runtime.settings import DEFAULTS
+
 from ..errors import SpecError
 from .assets import EnvironmentSpec
 from .common import (
@@ -33,7 +35,7 @@ FLAT_SETTINGS = (
     "environment_variables",
 )
 
-DEFAULT_OUTPUT_FILE = "predictions.csv"
+DEFAULT_OUTPUT_FILE = DEFAULTS.output_file_name
 
 
 class SpecWarning(UserWarning):
@@ -69,9 +71,10 @@ class CodeConfiguration(Spec):
         return v
 
 
+# Defaults are the runtime's (bepbuild_runtime.settings): the one definition of each setting.
 class RetrySettings(Spec):
-    max_retries: NonNegativeInt = 3
-    timeout: PositiveInt = 30
+    max_retries: NonNegativeInt = DEFAULTS.max_retries
+    timeout: PositiveInt = int(DEFAULTS.timeout)
 
 
 class Resources(Spec):
@@ -83,13 +86,13 @@ class Resources(Spec):
 
 
 class Settings(Spec):
-    max_concurrency_per_instance: PositiveInt = 1
-    mini_batch_size: PositiveInt = 10
-    output_action: Literal["append_row", "summary_only"] = "append_row"
+    max_concurrency_per_instance: PositiveInt = DEFAULTS.max_concurrency_per_instance
+    mini_batch_size: PositiveInt = DEFAULTS.mini_batch_size
+    output_action: Literal["append_row", "summary_only"] = DEFAULTS.output_action  # type: ignore[assignment]
     output_file_name: str | None = None
     retry_settings: RetrySettings = Field(default_factory=RetrySettings)
-    error_threshold: Int = Field(default=-1, ge=-1)
-    logging_level: Literal["warning", "info", "debug"] = "info"
+    error_threshold: Int = Field(default=DEFAULTS.error_threshold, ge=-1)
+    logging_level: Literal["warning", "info", "debug"] = DEFAULTS.logging_level  # type: ignore[assignment]
     environment_variables: StrDict = Field(default_factory=dict)
     instance_count: PositiveInt | None = None  # SDK only: copied into resources.instance_count
 

@@ -145,7 +145,21 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 120, interval
 
 
 def wait_final(job_dir: Path, timeout: float = 180) -> dict[str, Any]:
+    """job.json once the job ended. A job whose host is gone ends on its own: about once a second
+    the job is looked at as `job show` does, which records that end."""
+    from bepbuild.jobs import service
+    from bepbuild.store import Store
+
+    looked = [0.0]
+
     def final() -> dict[str, Any] | None:
+        if time.monotonic() - looked[0] > 1.0:
+            looked[0] = time.monotonic()
+            store = Store.open()
+            try:
+                service.show(store, job_dir.name)
+            finally:
+                store.close()
         try:
             job = read_job_file(job_dir)
         except (FileNotFoundError, ValueError):

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,16 @@ def built(home: Path, report: dict[str, Any]) -> None:
 # -- the MNIST examples ---------------------------------------------------------------------------------
 
 
-def test_mnist_torch_passes_prints_its_rows_and_runs_its_own_tests(tmp_path: Path) -> None:
+@pytest.fixture
+def built_images() -> Iterator[list[str]]:
+    """Images a test built in its own home (no session list removes them): removed after it."""
+    tags: list[str] = []
+    yield tags
+    if tags:
+        subprocess.run([DOCKER, "rmi", *tags], capture_output=True)
+
+
+def test_mnist_torch_passes_prints_its_rows_and_runs_its_own_tests(tmp_path: Path, built_images: list[str]) -> None:
     before = registry_state()
     junit = tmp_path / "junit.xml"
     res = bep("test", str(MNIST / "deployment-torch" / "deployment.yml"), "--input", str(MNIST / "sample"),
@@ -97,16 +107,20 @@ def test_mnist_torch_passes_prints_its_rows_and_runs_its_own_tests(tmp_path: Pat
     assert not subprocess.run([DOCKER, "images", "-q", "bepbuild/test-pytest"], capture_output=True,
                               text=True).stdout.strip()
     image = out.splitlines()[0].split(" image ")[1].split()[0]
+    if "(built now)" in out.splitlines()[0]:
+        built_images.append(image)
     probe = subprocess.run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c",
                             "import importlib.util as u; print(u.find_spec('pytest') is None)"],
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "True", probe
 
 
-def test_mnist_keras_passes_and_prints_its_rows() -> None:
+def test_mnist_keras_passes_and_prints_its_rows(built_images: list[str]) -> None:
     before = registry_state()
     report = run_test_json(str(MNIST / "deployment-keras" / "deployment.yml"), "--input", str(MNIST / "sample"),
-                       "--limit", "20", "--mini-batch-size", "5")
+                           "--limit", "20", "--mini-batch-size", "5")
+    if report["built"]:
+        built_images.append(report["image"])
     assert report["ok"], report["problems"]
     assert report["scoring"]["items"] == {"given": 20, "succeeded": 20, "failed": 0}
     assert len(report["scoring"]["runs"]) == 4

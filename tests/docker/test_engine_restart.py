@@ -139,3 +139,43 @@ def test_engine_restarted_mid_job_then_resume(deploy, jobs: list[str], tmp_path:
     done_rows = Counter(r["Mini-batch Id"] for r in processed(job) if r["Status"] == layout.STATUS_DONE)
     assert len(done_rows) == 60 and max(done_rows.values()) == 1
     assert not job_containers(name, all_=True)
+
+
+@pytest.mark.swarm
+def test_engine_restarted_mid_job_on_the_swarm_then_resume(swarm: None, deploy, jobs: list[str], tmp_path: Path,
+                                                          engine_restart: None) -> None:
+    """The same on a swarm compute: the job ends Failed and resumable (never stuck Running); the resume
+    removes what is left of its services and completes it, every row once."""
+    from swarmkit import job_services, make_compute
+
+    make_compute("restarted", tmp_path / "shared", "--max-instances", "2")
+    dep = deploy(frame_script(delay=0.3), mini_batch_size=1, instance_count=2, compute="azureml:restarted")
+    names = numbered(60)
+    inputs = make_inputs(tmp_path / "shared" / "in", names)
+    wait_until_quiet()
+    name = f"job-{uuid.uuid4().hex[:12]}"
+    jobs.append(name)
+    job_dir = tmp_path / "shared" / "bepbuild-jobs" / name
+    host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", dep.endpoint, "--input",
+                             str(inputs), "--job-name", name, "-q", "-o", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        wait_for(lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= 8, "8 finished mini-batches",
+                 timeout=120, interval=0.05)
+        restart_engine()
+        _, err = host.communicate(timeout=300)
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+    assert host.returncode == 1, (host.returncode, err)
+    assert f"bepbuild job resume --name {name}" in err, err
+    shown = bep_json("job", "show", "--name", name)
+    assert shown["status"] == "Failed", shown  # not Running: nothing runs it any more
+
+    job = bep_json("job", "resume", "--name", name, "-q", timeout=300)
+    assert job["status"] == "Completed", job
+    assert_exactly_once(read_predictions(job["output_file"], ["file", "size", "ratio"]), names)
+    done_rows = Counter(r["Mini-batch Id"] for r in processed(job) if r["Status"] == layout.STATUS_DONE)
+    assert len(done_rows) == 60 and max(done_rows.values()) == 1
+    assert not job_services(name) and not job_containers(name, all_=True)

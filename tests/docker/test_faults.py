@@ -5,7 +5,8 @@ as many times as its run() answered rows), or is reported failed, never both, ne
 
 - an instance container killed -9 while init() runs, while run() runs, and while the runtime
   writes a (large) result, three seeds of random kill points on a two-instance job;
-- the host process killed -9 during the final merge, then `job resume`;
+- the host process killed -9 mid-run (the job goes on), then the instance merging the output killed -9
+  in the act (another instance takes the merge over);
 - run() calling os._exit(3), and run() leaking memory past the compute's memory limit: retries,
   init() again, failed after max_retries, error_threshold respected (counted as Azure does);
 - the job folder on a full disk (a 2 MB tmpfs): one error line, then resume on a bigger disk;
@@ -263,7 +264,7 @@ def test_instance_killed_in_init_run_and_result_write(deploy, jobs: list[str], t
     assert not job_containers(name, all_=True)
 
 
-# -- 2. the host killed during the final merge, then resume ---------------------------------------------
+# -- 2. the host killed mid-run, then the coordinator killed during the final merge --------------------
 
 
 def kill_host_when(host: subprocess.Popen[bytes], ready: Callable[[], Any], what: str) -> Any:
@@ -280,7 +281,17 @@ def kill_host_when(host: subprocess.Popen[bytes], ready: Callable[[], Any], what
     return found
 
 
-def test_host_killed_mid_run_then_again_during_the_final_merge(deploy, jobs: list[str], tmp_path: Path) -> None:
+def coordinator_instance(job_dir: Path) -> str:
+    """The instance holding the job's coordinator lease (the latest term)."""
+    leases = sorted((job_dir / layout.STATE_DIR).glob("lease.*"))
+    return json.loads(leases[-1].read_text())["holder"]
+
+
+def test_host_killed_mid_run_then_the_coordinator_killed_during_the_final_merge(
+    deploy, jobs: list[str], tmp_path: Path,
+) -> None:
+    """No host: the instances finish the job themselves. The one merging the output (the coordinator)
+    is killed -9 in the act; the other takes its lease over, removes its temp file and merges once."""
     # 24 results of 120k rows (~7 MB each): the merge takes long enough to be caught in the act.
     dep = deploy(phases_script(init=0.0, run=0.2, big_rows=120_000), mini_batch_size=1, instance_count=2)
     names = [f"{i:03d}-big.txt" for i in range(24)]
@@ -291,30 +302,33 @@ def test_host_killed_mid_run_then_again_during_the_final_merge(deploy, jobs: lis
     out_dir = job_dir / layout.OUTPUTS_DIR
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": os.environ.copy()}
 
-    # 1. the invoking host, killed mid-run
+    # 1. the invoking host, killed mid-run: nobody will start an instance again
     host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", dep.endpoint, "--input",
                              str(inputs), "--job-name", name, "-q", "-o", "json"], **quiet)
     kill_host_when(host, lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= 4, "4 finished mini-batches")
     assert len(done_ids(job_dir)) < 24
 
-    # 2. the resuming host, killed while it merges (its temp file next to the output)
-    host = subprocess.Popen([str(BEPBUILD), "job", "resume", "--name", name, "-q", "-o", "json"], **quiet)
-
+    # 2. the coordinator, killed while it merges (its temp file next to the output)
     def merging() -> list[str]:
         try:
-            return [n for n in os.listdir(out_dir) if ".merging-" in n]
+            return [n for n in os.listdir(out_dir) if layout.MERGE_TMP_INFIX in n]
         except FileNotFoundError:
             return []
 
-    temp = kill_host_when(host, merging, "the final merge")
-    assert read_job_file(job_dir)["status"] == "Finalizing"
-    assert not (out_dir / "predictions.csv").exists()
-    assert (out_dir / temp[0]).exists()  # the dead host's half-written merge
+    deadline = time.monotonic() + 240
+    while not (temp := merging()):
+        assert time.monotonic() < deadline, "never caught the final merge"
+        time.sleep(0.002)
+    victim = coordinator_instance(job_dir)
+    kill_container(running_pid(name, victim))
+    assert not (out_dir / "predictions.csv").exists(), "the merge finished before the kill: make it bigger"
     assert len(done_ids(job_dir)) == 24
 
-    # 3. resumed again: Completed, nothing scored twice, no temp file left behind
-    job = bep_json("job", "resume", "--name", name, "-q", timeout=300)
+    # 3. the other instance takes the lease over: Completed, nothing scored twice, no temp file left behind
+    job = wait_final(job_dir, timeout=120)
     assert job["status"] == "Completed", job
+    assert coordinator_instance(job_dir) != victim
+    assert not (out_dir / temp[0]).exists()
     assert sorted(os.listdir(out_dir)) == ["marks.txt", "predictions.csv"]
     assert_accounted(job, names, {n: 120_000 for n in names}, columns=("file", "row", "pad"))
     done_rows = Counter(r["Mini-batch Id"] for r in processed(job) if r["Status"] == layout.STATUS_DONE)

@@ -236,29 +236,58 @@ def test_killed_instance_container_work_is_redone_exactly_once(deploy, jobs: lis
     assert not job_containers(name, all_=True)
 
 
-# -- 6. the host process killed, then resume --------------------------------------------------------
+# -- 6. the host process killed: the job goes on; the machine gone: resume -------------------------
 
 
-def test_resume_after_host_killed_finishes_without_redoing(deploy, jobs: list[str], tmp_path: Path) -> None:
-    dep = deploy(frame_script(delay=0.25), mini_batch_size=1, max_concurrency_per_instance=2)
-    names = numbered(48)
-    inputs = make_inputs(tmp_path / "in", names)
-    name = f"job-{uuid.uuid4().hex[:12]}"
-    jobs.append(name)
+def _invoke_and_kill_host(dep: Any, inputs: Path, name: str, done: int) -> Path:
+    """Invoke (attached: this process is the job's host) and kill -9 it once `done` mini-batches are done."""
     job_dir = config.jobs_dir() / name
     host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", dep.endpoint, "--input",
                              str(inputs), "--job-name", name, "-q", "-o", "json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     try:
-        wait_for(lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= 5, "5 finished mini-batches",
+        wait_for(lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= done, f"{done} finished mini-batches",
                  timeout=120, interval=0.05)
     finally:
         host.send_signal(signal.SIGKILL)
         host.wait()
+    return job_dir
+
+
+def test_a_job_whose_host_is_killed_completes_on_its_own(deploy, jobs: list[str], tmp_path: Path) -> None:
+    dep = deploy(frame_script(delay=0.25), mini_batch_size=1, max_concurrency_per_instance=2, instance_count=2)
+    names = numbered(48)
+    inputs = make_inputs(tmp_path / "in", names)
+    name = f"job-{uuid.uuid4().hex[:12]}"
+    jobs.append(name)
+    job_dir = _invoke_and_kill_host(dep, inputs, name, 5)
+    assert len(done_ids(job_dir)) < 48
+    assert len(job_containers(name)) == 2  # the instances go on without their host
+    job = wait_final(job_dir)
+    assert job["status"] == "Completed", job
+    assert job["counts"] == {"mini_batches": 48, "done": 48, "failed": 0, "items_succeeded": 48, "items_failed": 0}
+    assert_exactly_once(read_predictions(job["output_file"], ["file", "size", "ratio"]), names)
+    rows = processed(job)
+    assert {r["Status"] for r in rows} == {layout.STATUS_DONE}
+    assert max(Counter(r["Mini-batch Id"] for r in rows).values()) == 1
+    assert not job_containers(name, all_=True)  # removed by whoever recorded the end (job show)
+
+
+def test_resume_after_the_machine_died_finishes_without_redoing(deploy, jobs: list[str], tmp_path: Path) -> None:
+    """The host and its containers killed (the machine gone): `job show` records the job Failed, as
+    nothing runs it any more; `job resume` finishes it, and what was done before is not tried again."""
+    dep = deploy(frame_script(delay=0.25), mini_batch_size=1, max_concurrency_per_instance=2)
+    names = numbered(48)
+    inputs = make_inputs(tmp_path / "in", names)
+    name = f"job-{uuid.uuid4().hex[:12]}"
+    jobs.append(name)
+    job_dir = _invoke_and_kill_host(dep, inputs, name, 5)
+    subprocess.run([DOCKER, "kill", *job_containers(name)], check=True, capture_output=True)
     killed_at = time.time()
     before = done_ids(job_dir)
     assert 5 <= len(before) < 48
-    assert bep_json("job", "show", "--name", name)["status"] == "Running"  # nobody finalized it
+    shown = bep_json("job", "show", "--name", name)
+    assert shown["status"] == "Failed" and f"bepbuild job resume --name {name}" in shown["error"], shown
 
     job = bep_json("job", "resume", "--name", name, "-q", timeout=300)
     assert job["status"] == "Completed", job

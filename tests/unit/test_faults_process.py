@@ -1,4 +1,4 @@
-"""Fault paths that need no engine: claims given back on a full disk, and a host that died after
+"""Fault paths that need no engine: claims given back on a full disk, and a coordinator that died after
 publishing its merge (the real-engine faults are in tests/docker/test_faults.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_jobs_process import BEPBUILD, ENDPOINT, Cli, lines, make_inputs, processed_rows, register, wait_final
+from test_jobs_process import (
+    BEPBUILD,
+    ENDPOINT,
+    Cli,
+    kill_instances,
+    lines,
+    make_inputs,
+    processed_rows,
+    register,
+    wait_final,
+)
 
 from bepbuild import config
 from bepbuild.errors import UserError
@@ -41,33 +51,36 @@ def test_release_claims_gives_batches_back_untouched(tmp_path: Path) -> None:
     assert os.listdir(queue.worker_dir(job, "i.0")) == []
 
 
-def _host_died_after_publishing(job: dict, other_content: bool = False) -> Path:
-    """Rewind a Completed job to the moment after the merge published its output and before the
-    host recorded it: Finalizing, not merged, the dead host's temp file still linked to the output."""
+def _coordinator_died_after_publishing(job: dict, other_content: bool = False) -> Path:
+    """Rewind a Completed job to the moment after its coordinator published the merged output and
+    before it wrote the outcome (it died there, and so did every instance and the host): no outcome,
+    the dead coordinator's merge record and its temp file still linked to the output."""
     job_dir, out = Path(job["job_dir"]), Path(job["output_file"])
-    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
-    tmp = out.parent / f".{out.name}.merging-{dead_pid}"
+    dead = "0123456789abcdef"
+    tmp = out.parent / f".{out.name}{layout.MERGE_TMP_INFIX}{dead}"
     if other_content:
         out.write_text("someone else's file\n")
     os.link(out, tmp)
+    (job_dir / layout.OUTCOME_FILE).unlink()
+    (job_dir / layout.MERGING_FILE).write_text(json.dumps({"token": dead, "holder": "instance-0"}))
     doc = runner.read_job(job_dir)
-    doc.update(status="Finalizing", merged=False, merging_pid=dead_pid, error=None)
+    doc.update(status="Running", error=None)
     runner.write_job(job_dir, doc)
     store = Store.open()
     try:
-        store.update_job(job["name"], status="Finalizing")
+        store.update_job(job["name"], status="Running")
     finally:
         store.close()
     return tmp
 
 
-def test_resume_after_the_host_died_between_publish_and_record(tmp_path: Path) -> None:
+def test_resume_after_the_coordinator_died_between_publish_and_outcome(tmp_path: Path) -> None:
     register(mini_batch_size=2)
     names = make_inputs(tmp_path / "in", 7)
     cli = Cli()
     job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "published")
     before = Path(job["output_file"]).read_bytes()
-    tmp = _host_died_after_publishing(job)
+    tmp = _coordinator_died_after_publishing(job)
     again = cli.json("job", "resume", "--name", "published", "-q")
     assert again["status"] == "Completed", again
     assert Path(job["output_file"]).read_bytes() == before  # kept, not merged twice
@@ -80,21 +93,22 @@ def test_resume_never_adopts_an_output_it_did_not_write(tmp_path: Path) -> None:
     make_inputs(tmp_path / "in", 5)
     cli = Cli()
     job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "clobbered")
-    _host_died_after_publishing(job, other_content=True)
+    _coordinator_died_after_publishing(job, other_content=True)
     res = cli("job", "resume", "--name", "clobbered", "-q", "-o", "json", code=1)
     failed = json.loads(res.stdout)
     assert failed["status"] == "Failed" and "output file exists" in failed["error"]
     assert Path(job["output_file"]).read_text() == "someone else's file\n"
 
 
-# -- a host's death is not the mini-batches' fault ----------------------------------------------------
+# -- a machine's death is not the mini-batches' fault -------------------------------------------------
 
 NAPPING = ("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
            "    return [os.path.basename(p) for p in mini_batch]\n")
 
 
-def _kill_host_after(name: str, inputs: Path, done: int, *extra: str) -> Path:
-    """Invoke in a subprocess and kill -9 it once `done` mini-batches are done; its instances live on."""
+def _kill_host_after(name: str, inputs: Path, done: int, *extra: str, instances: bool = True) -> Path:
+    """Invoke in a subprocess and kill -9 it once `done` mini-batches are done, and its instances with it
+    (the machine gone; with `instances=False` they live on, and finish the job themselves)."""
     job_dir = config.jobs_dir() / name
     host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", ENDPOINT, "--input", str(inputs),
                              "--backend", "process", "--job-name", name, "-q", "-o", "none", *extra],
@@ -107,11 +121,13 @@ def _kill_host_after(name: str, inputs: Path, done: int, *extra: str) -> Path:
     finally:
         host.kill()
         host.wait()
+        if instances:
+            kill_instances(job_dir)
     return job_dir
 
 
-def test_resume_after_a_host_crash_charges_no_try_to_batches_in_flight(tmp_path: Path) -> None:
-    """One try each (max_retries 1): a claim the resume takes from the dead host's instances must go
+def test_resume_after_a_machine_crash_charges_no_try_to_batches_in_flight(tmp_path: Path) -> None:
+    """One try each (max_retries 1): a claim the resume finds from the dead machine's instances must go
     back untouched, or it lands in failed/ and its rows are lost although run() never failed."""
     register(NAPPING, mini_batch_size=2, max_concurrency_per_instance=4,
              retry_settings={"max_retries": 1, "timeout": 30})
@@ -119,7 +135,7 @@ def test_resume_after_a_host_crash_charges_no_try_to_batches_in_flight(tmp_path:
     job_dir = _kill_host_after("crashed-host", tmp_path / "in", 8)
     in_flight = [n for w in os.listdir(job_dir / layout.RUNNING_DIR)
                  for n in os.listdir(job_dir / layout.RUNNING_DIR / w) if n.endswith(".json")]
-    assert in_flight, "the instance holds claims when the host dies"
+    assert in_flight, "the instance holds claims when the machine dies"
     job = Cli().json("job", "resume", "--name", "crashed-host", "-q")
     assert job["status"] == "Completed", job
     assert job["counts"] == {"mini_batches": 100, "done": 100, "failed": 0, "items_succeeded": 200,
@@ -276,3 +292,65 @@ def test_queue_writes_never_follow_a_link_and_a_linked_result_fails_the_merge(tm
     with pytest.raises(OSError, match="symbolic link"):
         queue.merge_results(job, tmp_path / "out" / "predictions.csv")
     assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+# -- a job does not depend on the process that submitted it -------------------------------------------
+
+
+def _kill_detached_host(job_dir: Path) -> None:
+    """kill -9 of the background host of `invoke --no-wait` (its pid is in the host lock)."""
+    deadline = time.monotonic() + 30
+    while (pid := int((job_dir / layout.HOST_LOCK).read_text() or 0)) in (0, os.getpid()):
+        assert time.monotonic() < deadline, "the background host never took the lock"  # invoke ran in-process
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_a_no_wait_job_completes_and_merges_once_after_its_host_is_killed(tmp_path: Path) -> None:
+    """`invoke --no-wait` returns once the instances run; its background host killed right then, the
+    instances' coordinator still merges the output once and `job show` records the job Completed."""
+    register(NAPPING, mini_batch_size=1, max_concurrency_per_instance=2,
+             retry_settings={"max_retries": 1, "timeout": 30})
+    names = make_inputs(tmp_path / "in", 40)
+    cli = Cli()
+    queued = cli.invoke("--input", str(tmp_path / "in"), "--no-wait", "--instance-count", "2",
+                        "--job-name", "on-its-own")
+    assert queued["status"] == "Running"
+    job_dir = Path(queued["job_dir"])
+    _kill_detached_host(job_dir)
+    job = wait_final("on-its-own", timeout=60)
+    assert job["status"] == "Completed", job
+    assert sorted(lines(job["output_file"])) == names
+    assert job["counts"] == {"mini_batches": 40, "done": 40, "failed": 0, "items_succeeded": 40, "items_failed": 0}
+    rows = processed_rows(job)
+    assert {r["Status"] for r in rows} == {layout.STATUS_DONE}  # one try each, none charged to the host's death
+    assert Counter(r["Mini-batch Id"] for r in rows).most_common(1)[0][1] == 1
+    assert {r["Process"].rpartition(".")[0] for r in rows} == {"instance-0", "instance-1"}
+    assert len([p for p in (job_dir / layout.STATE_DIR).iterdir() if p.name.startswith("lease.")]) == 1
+    assert "completed" in (job_dir / layout.LOG_RESULT).read_text()
+    assert not list(Path(job["output_dir"]).glob(f".*{layout.MERGE_TMP_INFIX}*"))
+
+
+FAIL_SOME = """
+import os, time
+
+def run(mini_batch):
+    time.sleep(0.1)
+    if any("bad" in os.path.basename(p) for p in mini_batch):
+        raise ValueError("bad input")
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+def test_the_error_threshold_holds_without_a_host(tmp_path: Path) -> None:
+    register(FAIL_SOME, mini_batch_size=1, retry_settings={"max_retries": 1, "timeout": 30})
+    make_inputs(tmp_path / "in", 30)
+    for i in range(3):
+        (tmp_path / "in" / f"bad-{i}.txt").write_text("!")
+    cli = Cli()
+    queued = cli.invoke("--input", str(tmp_path / "in"), "--no-wait", "--error-threshold", "1",
+                        "--job-name", "strict-alone")
+    _kill_detached_host(Path(queued["job_dir"]))
+    job = wait_final("strict-alone", timeout=60)
+    assert job["status"] == "Failed" and job["error"].startswith("Exceeded error threshold"), job
+    assert not Path(job["output_file"]).exists()

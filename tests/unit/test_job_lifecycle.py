@@ -168,7 +168,7 @@ def test_delete_refuses_a_job_whose_host_is_alive_and_stops_what_a_dead_host_lef
     cli("job", "cancel", "--name", "alive")
     wait_final("alive")
     # a dead host's job: its instances live on until the delete stops them
-    job_dir = _kill_host_after("orphan", tmp_path / "in", 1)
+    job_dir = _kill_host_after("orphan", tmp_path / "in", 1, instances=False)
     assert runtime_processes(job_dir)
     cli("job", "delete", "--name", "orphan", "--yes")
     assert not runtime_processes(job_dir) and not job_dir.exists()

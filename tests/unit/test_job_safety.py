@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from test_hostile import http_server  # noqa: F401 - the loopback HTTP server fixture
-from test_jobs_process import BEPBUILD, DEPLOYMENT, ENDPOINT, Cli, lines, make_inputs, register
+from test_jobs_process import BEPBUILD, DEPLOYMENT, ENDPOINT, Cli, kill_instances, lines, make_inputs, register
 from typer.testing import CliRunner
 
 from bepbuild import config, naming, registry
@@ -97,7 +97,8 @@ def versioned(version: str, delay: float = 0.0) -> str:
 
 
 def test_resume_runs_the_code_the_job_started_with(tmp_path: Path) -> None:
-    """Kill the host mid-job, redeploy with changed code, resume: every row comes from the first code."""
+    """Kill the host and its instances mid-job (the machine gone), redeploy with changed code, resume:
+    every row comes from the first code."""
     register(versioned("v1", 0.15), mini_batch_size=1)
     names = make_inputs(tmp_path / "in", 16)
     job_dir = config.jobs_dir() / "pinned"
@@ -112,6 +113,7 @@ def test_resume_runs_the_code_the_job_started_with(tmp_path: Path) -> None:
     finally:
         host.kill()
         host.wait()
+        kill_instances(job_dir)
     register(versioned("v2"), mini_batch_size=1)  # the redeploy renders over the same context
     job = Cli().json("job", "resume", "--name", "pinned", "-q")
     assert job["status"] == "Completed", job

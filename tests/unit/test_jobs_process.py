@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from typer.testing import CliRunner
 from bepbuild import config, endpoints, naming, registry
 from bepbuild.cli import app
 from bepbuild.hashing import tree_sha256
-from bepbuild.jobs import runner
+from bepbuild.jobs import runner, service
 from bepbuild.store import Store
 from bepbuild_runtime import layout
 
@@ -319,37 +320,83 @@ def test_cancel_ends_the_job_canceled(cli: Cli, tmp_path: Path) -> None:
     assert "already ended" in res.stderr
 
 
-def test_resume_after_host_killed_does_not_run_two_lives_at_once(cli: Cli, tmp_path: Path) -> None:
-    """SIGKILL the invoking process: its instances (own sessions) live on; resume must stop them
-    before starting new ones, or two supervisors share the instance's worker folders."""
-    register("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
-             "    return [os.path.basename(p) for p in mini_batch]\n", mini_batch_size=1)
-    names = make_inputs(tmp_path / "in", 24)
-    job_dir = config.jobs_dir() / "host-killed"
-    host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", ENDPOINT, "--input",
-                             str(tmp_path / "in"), "--backend", "process", "--job-name", "host-killed", "-q",
-                             "-o", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _invoke_then_kill_host(name: str, inputs: Path, done: int) -> Path:
+    """Invoke in a subprocess (attached: its process is the job's host) and kill -9 it once `done`
+    mini-batches are done; its instances (own sessions) live on."""
+    job_dir = config.jobs_dir() / name
+    host = subprocess.Popen([str(BEPBUILD), "batch-endpoint", "invoke", "--name", ENDPOINT, "--input", str(inputs),
+                             "--backend", "process", "--job-name", name, "-q", "-o", "none"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     try:
-        while not (job_dir.is_dir() and len(list((job_dir / layout.DONE_DIR).glob("*.json"))) >= 3):
+        while not (job_dir.is_dir() and len(list((job_dir / layout.DONE_DIR).glob("*.json"))) >= done):
             assert time.monotonic() < deadline and host.poll() is None, "no mini-batch finished"
             time.sleep(0.05)
     finally:
         host.kill()
         host.wait()
-    before = {p.stem for p in (job_dir / layout.DONE_DIR).glob("*.json")}
-    assert len(before) < 24
-    job = cli.json("job", "resume", "--name", "host-killed", "-q")
+    return job_dir
+
+
+def test_a_job_whose_host_is_killed_completes_on_its_own_merged_once(cli: Cli, tmp_path: Path) -> None:
+    """SIGKILL the invoking process: the job does not depend on it. Its instances (own sessions) go on,
+    their coordinator merges the output once, and `job show` records the end. A resume meanwhile is
+    refused: two lives of the job would share its instances' worker folders."""
+    register("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
+             "    return [os.path.basename(p) for p in mini_batch]\n", mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 24)
+    job_dir = _invoke_then_kill_host("host-killed", tmp_path / "in", 3)
+    assert len(list((job_dir / layout.DONE_DIR).glob("*.json"))) < 24
+    res = cli("job", "resume", "--name", "host-killed", code=2)
+    assert "still running on its instances" in res.stderr
+    job = wait_final("host-killed")
     assert job["status"] == "Completed", job
     assert job["counts"]["done"] == 24 and job["counts"]["items_succeeded"] == 24
     rows = lines(job["output_file"])
     assert sorted(rows) == sorted(names)
+    done_rows = Counter(r["Mini-batch Id"] for r in processed_rows(job) if r["Status"] == layout.STATUS_DONE)
+    assert len(done_rows) == 24 and max(done_rows.values()) == 1, {k: v for k, v in done_rows.items() if v > 1}
+    main_log = (job_dir / layout.LOG_SYS_NODE / "instance-0" / layout.LOG_SYS_NODE_MAIN).read_text()
+    assert main_log.count("exiting with code 0") == 1, main_log  # one life, which ended the job
+    assert not runtime_processes(job_dir)
+    assert not list(Path(job["output_dir"]).glob(f"*{layout.MERGE_TMP_INFIX}*"))
+
+
+def test_resume_after_the_host_and_its_instances_died_does_not_run_two_lives_at_once(cli: Cli, tmp_path: Path) -> None:
+    """The machine gone: host and instances killed -9. `job show` finds nothing left running it and
+    records it Failed, resumable; the resume finishes it without redoing what was done."""
+    register("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
+             "    return [os.path.basename(p) for p in mini_batch]\n", mini_batch_size=1)
+    names = make_inputs(tmp_path / "in", 24)
+    job_dir = _invoke_then_kill_host("machine-gone", tmp_path / "in", 3)
+    kill_instances(job_dir)
+    before = {p.stem for p in (job_dir / layout.DONE_DIR).glob("*.json")}
+    assert len(before) < 24
+    shown = cli.json("job", "show", "--name", "machine-gone")
+    assert shown["status"] == "Failed" and "bepbuild job resume --name machine-gone" in shown["error"], shown
+    job = cli.json("job", "resume", "--name", "machine-gone", "-q")
+    assert job["status"] == "Completed", job
+    assert job["counts"]["done"] == 24 and job["counts"]["items_succeeded"] == 24
+    assert sorted(lines(job["output_file"])) == sorted(names)
     done_rows = Counter(r["Mini-batch Id"] for r in processed_rows(job) if r["Status"] == layout.STATUS_DONE)
     assert max(done_rows.values()) == 1, {k: v for k, v in done_rows.items() if v > 1}
     # The first life was killed, never drained: only the second life's supervisor exited normally.
     main_log = (job_dir / layout.LOG_SYS_NODE / "instance-0" / layout.LOG_SYS_NODE_MAIN).read_text()
     assert main_log.count("exiting with code") == 1, main_log
     assert not runtime_processes(job_dir)
+
+
+def kill_instances(job_dir: Path) -> None:
+    """kill -9 of every runtime process of the job (supervisors and workers), as a machine's death."""
+    for pid in runtime_processes(job_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while runtime_processes(job_dir):
+        assert time.monotonic() < deadline, "the instances did not die"
+        time.sleep(0.02)
 
 
 def runtime_processes(job_dir: Path) -> list[int]:
@@ -448,10 +495,11 @@ def test_download_logs_and_stream(cli: Cli, tmp_path: Path) -> None:
 
 
 def wait_final(name: str, timeout: float = 30) -> dict[str, Any]:
+    """The job once it ended, as `job show` sees it (which records an end no host is left to record)."""
     deadline = time.monotonic() + timeout
     store = Store.open()
     try:
-        while (job := store.get_job(name))["status"] not in runner.FINAL:
+        while (job := service.show(store, name))["status"] not in runner.FINAL:
             assert time.monotonic() < deadline, job
             time.sleep(0.1)
     finally:

@@ -124,8 +124,8 @@ def marks(paths: dict[str, Path], name: str) -> list[str]:
 
 
 def merged(job: Path) -> list[str]:
+    """The output the instances' coordinator merged (it must be there once they all exited 0)."""
     out = job / "outputs" / "predictions.csv"
-    queue.merge_results(job, out)
     return out.read_text().splitlines()
 
 
@@ -229,8 +229,7 @@ def test_dataframe_output_is_formatted_like_azure(tmp_path: Path) -> None:
     files = ["a one.png", "b.png", "c.png"]
     paths = make_job(tmp_path, files, script=DATAFRAME_SCRIPT, mini_batch_size=2)
     assert run(paths) == 0
-    out = paths["job"] / "outputs" / "predictions.csv"
-    queue.merge_results(paths["job"], out)
+    out = paths["job"] / "outputs" / "predictions.csv"  # merged by the instance's coordinator
     assert out.read_text() == '"a one.png" "class a" 0.5\nb.png "class b" 0.5\nc.png "class c" 0.5\n'
     back = pd.read_csv(out, header=None, names=["file", "label", "probability"], sep=" ")
     assert back["file"].tolist() == files
@@ -291,7 +290,7 @@ def _wait_for_done(job: Path, n: int = 1) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("how", ["cancel", "abort", "sigterm", "sigterm-group"])
+@pytest.mark.parametrize("how", ["cancel", "outcome", "sigterm", "sigterm-group"])
 def test_stop_mid_job_finishes_in_flight_work_and_loses_nothing(tmp_path: Path, how: str) -> None:
     files = [f"nap{i:02d}.txt" for i in range(40)]
     paths = make_job(tmp_path, files, mini_batch_size=1, max_concurrency_per_instance=2)
@@ -303,8 +302,11 @@ def test_stop_mid_job_finishes_in_flight_work_and_loses_nothing(tmp_path: Path, 
             proc.terminate()
         elif how == "sigterm-group":  # as the process backend stops an instance
             os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            (job / (layout.CANCEL_FLAG if how == "cancel" else layout.ABORT_FLAG)).touch()
+        elif how == "cancel":
+            (job / layout.CANCEL_FLAG).touch()
+        else:  # another instance's coordinator ended the job (error threshold)
+            (job / layout.STATE_DIR).mkdir(exist_ok=True)
+            (job / layout.OUTCOME_FILE).write_text(json.dumps({"status": "Failed", "error": "threshold"}))
         proc.communicate(timeout=10)
     finally:
         proc.kill()
