@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -82,10 +83,25 @@ class ProgressReader:
     A poll lists done/ and failed/ and reads only the records that appeared since the last one;
     pending is what neither done, failed nor running holds when queue/count is known (no listing
     of pending/), and once every mini-batch is done or failed nothing is listed any more.
+
+    `budget` > 0 is for a poller that only shows the counts: done/ and failed/ are then listed
+    only when the last listing's cost is at most that fraction of the time since it (listing 100,000
+    names costs 10-50 ms: at DISPLAY_BUDGET, about once a second), the counts of that listing in
+    between (`for_display`); with nothing claimed (a drained or stopped queue) it lists every time.
+    The default reads exactly, every time (decisions: threshold, outcome, final counts).
     """
 
-    def __init__(self, job_dir: str | os.PathLike[str]) -> None:
+    DISPLAY_BUDGET = 0.02
+
+    @classmethod
+    def for_display(cls, job_dir: str | os.PathLike[str]) -> ProgressReader:
+        """A reader for a poller that shows progress (it may lag its listing by about a second at scale)."""
+        return cls(job_dir, cls.DISPLAY_BUDGET)
+
+    def __init__(self, job_dir: str | os.PathLike[str], budget: float = 0.0) -> None:
         self.job_dir = os.fspath(job_dir)
+        self.budget = budget
+        self._scanned_at, self._scan_cost = float("-inf"), 0.0
         # per folder: names already read, and running sums of their succeeded / failed items
         self._seen: dict[str, set[str]] = {layout.DONE_DIR: set(), layout.FAILED_DIR: set()}
         self._sums: dict[str, list[int]] = {layout.DONE_DIR: [0, 0], layout.FAILED_DIR: [0, 0]}
@@ -113,9 +129,13 @@ class ProgressReader:
         running = sum(1 for w in listdir(running_dir)
                       for n in listdir(os.path.join(running_dir, w)) if is_claim(n))
         finished = len(self._seen[layout.DONE_DIR]) + len(self._seen[layout.FAILED_DIR])
-        if total is None or finished < total:  # records are never removed: a drained queue stays so
+        now = time.monotonic()
+        # With nothing claimed, the queue may be drained or stopping: a last read is always exact.
+        due = self.budget <= 0 or not running or self._scan_cost <= self.budget * (now - self._scanned_at)
+        if (total is None or finished < total) and due:  # records are never removed: a drained queue stays so
             self._scan(layout.DONE_DIR)
             self._scan(layout.FAILED_DIR)
+            self._scanned_at, self._scan_cost = now, time.monotonic() - now
         done, (ok_done, bad_done) = len(self._seen[layout.DONE_DIR]), self._sums[layout.DONE_DIR]
         failed, bad_failed = len(self._seen[layout.FAILED_DIR]), self._sums[layout.FAILED_DIR][1]
         if total is None:

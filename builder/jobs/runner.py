@@ -165,7 +165,7 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     queue.release_instance(job_dir)
     pinning.check_runnable(job)  # the image or snapshot the job was invoked with, never another one
     plan = plan_for(job, job_dir)
-    reader = queue.ProgressReader(job_dir)
+    reader = queue.ProgressReader.for_display(job_dir)  # lists done/ about once a second at 100,000 mini-batches
     error: str | None = None
     restarts, max_restarts = 0, n * (settings.max_retries + 1)
     stopping = False  # the host stopped the instances itself (cancel): their claims go back untouched

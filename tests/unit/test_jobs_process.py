@@ -530,7 +530,10 @@ def test_resume_of_a_job_still_running_is_refused(cli: Cli, tmp_path: Path) -> N
 
 def test_two_jobs_racing_for_one_output_file(cli: Cli, tmp_path: Path) -> None:
     """Both pass the check at invoke; the one that merges second fails cleanly (not stuck Finalizing)."""
-    register(mini_batch_size=2)
+    # run() naps: `invoke --no-wait` returns once the instances run, and the second invoke must come
+    # before the first job merged (its output would then be refused at invoke already).
+    register("import os, time\ndef run(mini_batch):\n    time.sleep(0.5)\n"
+             "    return [os.path.basename(p) for p in mini_batch]\n", mini_batch_size=2)
     make_inputs(tmp_path / "in", 6)
     out = tmp_path / "shared-out"
     for name in ("race-a", "race-b"):

@@ -64,3 +64,23 @@ def test_counts_of_a_job_asked_again_reads_only_new_records(tmp_path: Path, monk
     job = _job(tmp_path, 4)
     assert queue.counts(job) == queue.QueueCounts(4, 4, 0, 0, 0, 0, 0)
 
+
+def test_a_display_reader_lists_done_at_most_its_budget_of_the_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _job(tmp_path, 4)
+    claimer = queue.Claimer(job, "i.0")
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    reader = queue.ProgressReader(job, budget=0.5)
+    queue.complete(job, "i.0", claimer.claim(), "x\n", 1)
+    held = claimer.claim()  # something is running: the reader may save its listings
+    assert reader.read().done == 1  # the first read lists
+    reader._scan_cost = 1.0  # as if that listing had taken a second
+    queue.complete(job, "i.0", claimer.claim(), "x\n", 1)
+    clock[0] += 1.5
+    assert reader.read().done == 1  # 1 s of listing is more than half of 1.5 s: the last counts
+    clock[0] += 0.6
+    assert reader.read().done == 2  # 2.1 s later: listed again
+    queue.complete(job, "i.0", held, "x\n", 1)
+    assert queue.ProgressReader(job).read().done == 3  # the default reads exactly, every time
+    assert reader.read().done == 3  # nothing claimed any more: maybe the last read, always exact
