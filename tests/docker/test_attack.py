@@ -104,3 +104,39 @@ def test_two_deploys_of_one_deployment_at_once_never_mix_their_code(home: Path, 
         store.close()
         with open(home / ".built-images", "a") as f:
             f.write("".join(t + "\n" for t in built))
+
+
+@pytest.mark.xfail(strict=True, reason="deploy.py prune_images removes a deployment's earlier tag once this home no "
+                                       "longer uses it, though another home on the engine deployed the same content "
+                                       "under the same tag (bepbuild/<endpoint>/<deployment>:<content hash>)")
+def test_a_redeploy_in_one_home_keeps_the_image_another_home_runs(tmp_path: Path) -> None:
+    import os
+
+    from jobkit import BEPBUILD
+
+    folder = write_deployment(tmp_path / "dep", "def init():\n    pass\n\ndef run(b):\n    return ['v1']\n",
+                              endpoint=f"bt-{uuid.uuid4().hex[:10]}")
+    make_inputs(tmp_path / "in", numbered(1))
+    homes = [tmp_path / "home-a", tmp_path / "home-b"]
+    built: list[str] = []
+
+    def bep(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BEPBUILD), *args], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "BEPBUILD_HOME": str(home)})
+
+    try:
+        for home in homes:  # the same deployment, the same content: one tag, built once
+            res = bep(home, "deploy", str(folder / "deployment.yml"), "-q", "-o", "json")
+            assert res.returncode == 0, res.stderr
+            built.append(json.loads(res.stdout)["image"])
+        assert built[0] == built[1]
+        (folder / "code" / "score.py").write_text("def init():\n    pass\n\ndef run(b):\n    return ['v2']\n")
+        res = bep(homes[0], "deploy", str(folder / "deployment.yml"), "-q", "-o", "json")  # home A moves on
+        assert res.returncode == 0, res.stderr
+        built.append(json.loads(res.stdout)["image"])
+        endpoint = json.loads(res.stdout)["endpoint_name"]
+        res = bep(homes[1], "batch-endpoint", "invoke", "--name", endpoint, "--input", str(tmp_path / "in"), "-q",
+                  "-o", "json")
+        assert res.returncode == 0, res.stderr  # home B still runs what it deployed
+    finally:
+        subprocess.run([DOCKER, "rmi", *set(built)], capture_output=True)
