@@ -67,46 +67,107 @@ def open_nofollow(path: str, flags: int, mode: int = 0o666) -> int:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_beneath(root: str, rel: str, flags: int, mode: int = 0o666) -> int:
-    """os.open of `root/rel` that follows no symbolic link below `root` (folders made when missing).
+def open_dir_beneath(root: str, rel: str = "") -> int:
+    """A descriptor of the folder `root/rel`, reaching it through no symbolic link below `root`.
 
-    open_nofollow guards the last name only. The host, perhaps root, also writes below folders that
-    scoring code can write (a worker's logs): a folder there replaced by a link would send the host's
-    bytes into any folder the link names. Each folder on the way is opened without following a link;
-    a link found in a folder's place is removed and a folder made there, as open_nofollow does for files.
+    The host, perhaps root, works in folders that scoring code can write (the queue, the logs): a
+    folder there replaced by a link would send the host's renames, removals and bytes into any
+    folder the link names. Each folder on the way is opened without following a link; a missing
+    one is made, and a link found in a folder's place is removed and a folder made there. A file in
+    a folder's place is not ours to remove: NotADirectoryError.
     """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in _plain_parts(rel):
+            sub = subdir_at(fd, part)
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _plain_parts(rel: str) -> list[str]:
+    if not rel:
+        return []
     parts = rel.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"not a plain relative path: {rel!r}")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return parts
+
+
+def subdir_at(dir_fd: int, name: str) -> int:
+    """A descriptor of folder `name` in `dir_fd`, made when missing; a link there is replaced by a folder."""
     try:
-        for part in parts[:-1]:
-            try:
-                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                    raise
-                if e.errno != errno.ENOENT:
-                    if not _is_link_at(fd, part):
-                        raise  # a file where a folder goes: not ours to remove
-                    os.unlink(part, dir_fd=fd)
-                try:
-                    os.mkdir(part, 0o777, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                sub = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        name = parts[-1]
-        try:
-            return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-        os.unlink(name, dir_fd=fd)
-        return os.open(name, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            raise
+        if e.errno != errno.ENOENT:
+            if not _is_link_at(dir_fd, name):
+                raise  # a file where a folder goes: not ours to remove
+            os.unlink(name, dir_fd=dir_fd)
+    try:
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+
+
+def open_at(dir_fd: int, name: str, flags: int, mode: int = 0o666) -> int:
+    """os.open of `name` in folder `dir_fd`, never following a link there (a link is replaced by a new file)."""
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    os.unlink(name, dir_fd=dir_fd)
+    return os.open(name, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+
+
+def open_beneath(root: str, rel: str, flags: int, mode: int = 0o666) -> int:
+    """os.open of `root/rel` that follows no symbolic link below `root` (folders made when missing).
+
+    open_nofollow guards the last name only; this guards every folder on the way too (open_dir_beneath).
+    """
+    parts = _plain_parts(rel)
+    if not parts:
+        raise ValueError(f"not a plain relative path: {rel!r}")
+    fd = open_dir_beneath(root, "/".join(parts[:-1]))
+    try:
+        return open_at(fd, parts[-1], flags, mode)
     finally:
         os.close(fd)
+
+
+def remove_tree_at(dir_fd: int, name: str, depth: int = 64) -> None:
+    """Remove `name` in folder `dir_fd` and all below it, following no link (a link is removed itself).
+
+    Errors are ignored, as shutil.rmtree(ignore_errors=True) does; folders nested deeper than
+    `depth` are left.
+    """
+    try:
+        is_dir = stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        if not is_dir:
+            os.unlink(name, dir_fd=dir_fd)
+            return
+        if depth <= 0:
+            return
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            remove_tree_at(fd, entry, depth - 1)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
+        pass
 
 
 def _is_link_at(dir_fd: int, name: str) -> bool:

@@ -168,6 +168,15 @@ def mini_batch_id(index: int) -> str:
     return str(index).zfill(MINI_BATCH_ID_WIDTH)
 
 
+def is_mini_batch_id(text: object) -> bool:
+    """Whether `text` is an id `mini_batch_id` makes: ASCII digits, at least the padded width.
+
+    Claim files are written where scoring code can write: the host takes nothing else from one
+    for a name (an id with '/' or '..' would lead out of the job folder)."""
+    return (isinstance(text, str) and len(text) >= MINI_BATCH_ID_WIDTH and text.isascii()
+            and text.isdigit())
+
+
 def worker_name(instance: str, number: int) -> str:
     """The name of worker `number` of `instance`, also its folder under running/."""
     return f"{instance}.{number}"

@@ -19,8 +19,10 @@ Crash safety, step by step (no fsync: rename gives atomic visibility, which is w
 - fail_attempt(): the new pending file is written before the claim is unlinked, so a crash in
   between can only run the batch once more, never lose it.
 - Temp files are written in the writer's own running/<worker>/ folder (names start with "."),
-  so pending/, done/ and results/ only ever hold complete files, and requeue_worker's rmtree
-  sweeps the leftovers of a dead worker.
+  so pending/, done/ and results/ only ever hold complete files, and requeue_worker's removal
+  of the folder sweeps the leftovers of a dead worker.
+- Giving claims back (fail_attempt, requeue_*, release_*) lives in reclaim.py: the host may run it
+  as root in folders scoring code writes, so it follows no link and takes no path from a claim.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import os
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from typing import Any, Dict
 
@@ -49,7 +50,17 @@ from ._fs import (
     write_atomic,
 )
 from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
-from .reports import SYSTEM_ERROR, WorkerLogs
+from .reclaim import (
+    claims,
+    fail_attempt,
+    release_claims,
+    release_instance,
+    release_unstarted,
+    release_worker,
+    requeue_instance,
+    requeue_worker,
+    take_worker,
+)
 
 # The host imports the whole protocol from this module; the read side lives in progress.py.
 __all__ = [
@@ -277,214 +288,6 @@ def complete(
         os.rename(claim, done)
     except FileNotFoundError:
         pass  # requeued while we wrote (we were presumed dead): the retry replaces our rows
-
-
-def fail_attempt(
-    job_dir: str | os.PathLike[str],
-    worker: str,
-    batch: MiniBatch,
-    error: str,
-    max_retries: int,
-    status: str = layout.STATUS_EXCEPTION,
-    folder: str | None = None,
-) -> bool:
-    """Count a failed try of a claimed batch; True if it went back to pending.
-
-    A batch is tried at most `max_retries` times (at least once); after the last try it goes to
-    failed/<id>.json with the error, and all its items count as failed. `folder` holds the claim
-    (default: the worker's own folder; a folder taken from a dead worker, see take_worker).
-    """
-    job = os.fspath(job_dir)
-    folder = folder or worker_dir(job, worker)
-    bid = batch["id"]
-    claim = folder + "/" + bid + JSON
-    if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
-        unlink_quiet(claim)  # finished elsewhere already: this try does not count
-        return False
-    tries = int(batch.get("attempt", 0)) + 1
-    if tries < max(1, max_retries):
-        again = {"id": bid, "items": batch["items"], "attempt": tries,
-                 "last_status": status, "last_error": error[:500]}
-        write_atomic(layout.path(job, layout.PENDING_DIR, bid + JSON), dumps(again).encode("ascii"), folder)
-        unlink_quiet(claim)
-        return True
-    unlink_quiet(layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX))
-    total = len(batch["items"])
-    record = {"id": bid, "items": batch["items"], "attempt": tries, "status": status, "worker": worker,
-              "error": error, "total": total, "succeeded": 0, "failed": total}
-    write_atomic(layout.path(job, layout.FAILED_DIR, bid + JSON), dumps(record).encode("ascii"), folder)
-    unlink_quiet(claim)
-    return False
-
-
-def claims(job_dir: str | os.PathLike[str], worker: str, folder: str | None = None) -> list[MiniBatch]:
-    """The mini-batches currently claimed by `worker` (in `folder`, default its own), in id order."""
-    folder = folder or worker_dir(job_dir, worker)
-    try:
-        names = sorted(n for n in os.listdir(folder) if is_claim(n))
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        try:
-            with open(os.path.join(folder, name), "rb") as f:
-                found.append(json.loads(f.read()))
-        except FileNotFoundError:
-            continue  # finished or requeued while we looked
-    return found
-
-
-def take_worker(job_dir: str | os.PathLike[str], folder_name: str) -> str | None:
-    """Take the folder of a worker known to be gone (running/<name>) for oneself; its new path, or None.
-
-    A rename to a name of our own: of everyone who finds the same dead worker (its instance's new
-    life, the host that saw it exit, the coordinator that saw its heartbeat expire), exactly one
-    gives its claims back; the others find nothing. A taken folder whose taker died is taken again.
-    """
-    running = layout.path(job_dir, layout.RUNNING_DIR)
-    worker = layout.worker_of_folder(folder_name)
-    taken = os.path.join(running, layout.taken_dir(worker, uuid.uuid4().hex[:16]))
-    try:
-        os.rename(os.path.join(running, folder_name), taken)
-    except FileNotFoundError:
-        return None
-    return taken
-
-
-def requeue_worker(
-    job_dir: str | os.PathLike[str],
-    worker_folder: str,
-    reason: str,
-    max_retries: int | None = None,
-    status: str = layout.STATUS_LOST,
-) -> dict[str, str]:
-    """Give back every claim of a dead worker and remove its folder; return {id: outcome}.
-
-    `worker_folder` is the name of its folder under running/ (the worker's name, or a folder taken
-    from it), or that folder's path. Each claim goes back to pending with attempt+1 ("requeued"),
-    or to failed/ when out of tries ("failed"), unless done/<id>.json exists ("done": the claim is
-    just dropped). Each lost try is recorded in the worker's node log and attempts CSV.
-    `max_retries` defaults to the job's setting.
-    """
-    job = os.fspath(job_dir)
-    name = os.path.basename(os.path.normpath(worker_folder))
-    worker = layout.worker_of_folder(name)
-    folder = take_worker(job, name)
-    if folder is None:
-        return {}  # someone else is giving them back
-    if max_retries is None:
-        from .settings import load  # only here: the hot path never reads job.json
-
-        max_retries = load(job).max_retries
-    outcomes: dict[str, str] = {}
-    batches = claims(job, worker, folder)
-    if batches:
-        with WorkerLogs(job, worker) as logs:
-            for batch in batches:
-                bid = batch["id"]
-                if os.path.exists(layout.path(job, layout.DONE_DIR, bid + JSON)):
-                    unlink_quiet(os.path.join(folder, bid + JSON))
-                    outcomes[bid] = "done"
-                    continue
-                requeued = fail_attempt(job, worker, batch, reason, max_retries, status, folder)
-                outcomes[bid] = "requeued" if requeued else "failed"
-                logs.attempt(batch, status, start=time.time(), elapsed=0.0,
-                             error_category=SYSTEM_ERROR, error_message=reason)
-    shutil.rmtree(folder, ignore_errors=True)
-    return outcomes
-
-
-def _folders_of(job_dir: str | os.PathLike[str], instance: str | None) -> list[str]:
-    """Worker folders under running/ of `instance` (None: every folder, taken ones included)."""
-    names = sorted(listdir(layout.path(job_dir, layout.RUNNING_DIR)))
-    if instance is None:
-        return names
-    # A folder someone took is theirs to finish (or, when they died, the coordinator's).
-    return [n for n in names if not n.startswith(layout.TAKEN_PREFIX) and layout.instance_of(n) == instance]
-
-
-def requeue_instance(
-    job_dir: str | os.PathLike[str],
-    instance: str,
-    reason: str,
-    max_retries: int | None = None,
-) -> dict[str, str]:
-    """requeue_worker for every worker folder of a dead instance; return {id: outcome}."""
-    outcomes: dict[str, str] = {}
-    for name in _folders_of(job_dir, instance):
-        outcomes.update(requeue_worker(job_dir, name, reason, max_retries))
-    return outcomes
-
-
-def release_claims(job_dir: str | os.PathLike[str], worker: str, folder: str | None = None) -> list[str]:
-    """Give back every claim of `worker` untouched (the try does not count); return their ids.
-
-    For what is not the mini-batch's fault: the job folder is full, the host died (its resume
-    stops the instances it left), the host or the supervisor stopped the worker. A rename needs no
-    space, so this works on a full disk; the worker's temp files are removed (that frees some).
-    A claim whose done record exists is just dropped. Only for a worker known to be gone, or by the
-    worker itself; `folder` holds the claims (default: the worker's own folder).
-    """
-    job = os.fspath(job_dir)
-    folder = folder or worker_dir(job, worker)
-    released = []
-    for name in sorted(listdir(folder)):
-        path = folder + "/" + name
-        if name.startswith(layout.TMP_PREFIX):
-            unlink_quiet(path)
-        elif is_claim(name):
-            if os.path.exists(layout.path(job, layout.DONE_DIR, name)):
-                unlink_quiet(path)
-                continue
-            try:
-                os.rename(path, layout.path(job, layout.PENDING_DIR, name))
-            except FileNotFoundError:
-                continue
-            released.append(name[: -len(JSON)])
-    return released
-
-
-def release_unstarted(job_dir: str | os.PathLike[str], worker: str, in_run: str | None) -> list[str]:
-    """Give back untouched every claim of a dead `worker` except `in_run`, the mini-batch whose run()
-    it was in; return their ids. The others were claimed ahead of run(), or had finished it with
-    their results still on the way to disk (worker.py): their try is not spent. A claim whose done
-    record exists is just dropped. Only for a worker known to be gone.
-    """
-    job = os.fspath(job_dir)
-    folder = worker_dir(job, worker)
-    released = []
-    for name in sorted(listdir(folder)):
-        if not is_claim(name) or name == f"{in_run}{JSON}":
-            continue
-        if os.path.exists(layout.path(job, layout.DONE_DIR, name)):
-            unlink_quiet(folder + "/" + name)
-            continue
-        try:
-            os.rename(folder + "/" + name, layout.path(job, layout.PENDING_DIR, name))
-        except FileNotFoundError:
-            continue
-        released.append(name[: -len(JSON)])
-    return released
-
-
-def release_worker(job_dir: str | os.PathLike[str], worker_folder: str) -> list[str]:
-    """release_claims for a worker that is gone (its folder taken first, see take_worker), then
-    remove its folder; return the ids given back."""
-    name = os.path.basename(os.path.normpath(worker_folder))
-    folder = take_worker(job_dir, name)
-    if folder is None:
-        return []
-    released = release_claims(job_dir, layout.worker_of_folder(name), folder)
-    shutil.rmtree(folder, ignore_errors=True)
-    return released
-
-
-def release_instance(job_dir: str | os.PathLike[str], instance: str | None = None) -> list[str]:
-    """release_worker for every worker of a stopped `instance` (None: of every instance)."""
-    released = []
-    for name in _folders_of(job_dir, instance):
-        released += release_worker(job_dir, name)
-    return released
 
 
 def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:

@@ -51,9 +51,6 @@ def _climbing_id(victim: Path, name: str) -> str:
     return "../" * 40 + str(victim / name).lstrip("/")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/queue.py release_claims lists and renames through a worker folder "
-                                       "that is a symbolic link (host deletes .tmp.* files and moves *.json files "
-                                       "out of any folder the link names)")
 def test_a_worker_folder_planted_as_a_link_is_never_followed(tmp_path: Path) -> None:
     job, victim = _job(tmp_path), _victim(tmp_path)
     before = _listing(victim)
@@ -64,9 +61,6 @@ def test_a_worker_folder_planted_as_a_link_is_never_followed(tmp_path: Path) -> 
     assert sorted(os.listdir(job / layout.PENDING_DIR)) == ["000000000.json", "000000001.json"]
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/queue.py requeue_worker/fail_attempt build paths from the claim's "
-                                       "'id' (written by the container): '../' in it removes or writes *.json and "
-                                       "*.csv files anywhere the host may")
 @pytest.mark.parametrize("attempt", [0, OUT_OF_TRIES])
 def test_a_claim_whose_id_climbs_out_is_never_used_as_a_path(tmp_path: Path, attempt: int) -> None:
     job, victim = _job(tmp_path), _victim(tmp_path)
