@@ -63,6 +63,18 @@ def is_inside(path: Path, root: Path) -> bool:
     return p == r or r in p.parents
 
 
+def refuse_own_folder(path: Path, flag: str) -> None:
+    """A one-line UserError when `path` is BEPBUILD_HOME or the jobs folder, or lies inside one: what
+    bepbuild keeps there it also moves and removes (a registration, a job delete), so a user's copy
+    there would not stay theirs."""
+    from .errors import UserError
+
+    for root, what in ((home(), "BEPBUILD_HOME"), (jobs_dir(), "the jobs folder")):
+        if is_inside(path, root):
+            raise UserError(f"{flag} {path} is inside {what} ({root.resolve()}), bepbuild's own files: give a "
+                            "folder outside it")
+
+
 def remove_owned(path: Path, root: Path) -> None:
     """Remove a file or folder tree that must lie strictly inside `root`; links are removed, never followed."""
     from .errors import UserError

@@ -312,6 +312,7 @@ def download_model(store: Store, name: str, version: str | None, label: str | No
 
     Never overwrites: an existing target is refused, and nothing is written outside that new folder.
     """
+    config.refuse_own_folder(dest, "--download-path")
     model = store.get_version("model", name, version, label)
     src = Path(model["path"])
     if dest.exists() and not dest.is_dir():

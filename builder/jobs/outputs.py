@@ -48,6 +48,9 @@ def output_dir(given: str | None, job_dir: Path) -> Path:
         if (path == root or root in path.parents) and not _is_under(path, config.home() / "datastores"):
             raise UserError(f"--output-path {given} is inside {what} ({root}), bepbuild's own files: give a "
                             "folder outside it, or azureml://datastores/<name>/paths/<path>")
+        if path in root.parents:  # scoring code writes the output folder: never one holding bepbuild's files
+            raise UserError(f"--output-path {given} holds {what} ({root}), bepbuild's own files: give a folder "
+                            "that does not contain it")
     return path
 
 
@@ -168,6 +171,7 @@ def download(job: dict[str, Any], dest: Path) -> tuple[Path, list[str]]:
     inside the output folder, others are skipped (returned). A file of the same name that differs
     is never overwritten: nothing is copied then, and the error names it.
     """
+    config.refuse_own_folder(dest, "--download-path")
     src = Path(job["output_dir"])
     if not src.is_dir():
         raise NotFoundError(f"job {job['name']} has no outputs at {src}")

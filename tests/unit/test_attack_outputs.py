@@ -26,9 +26,6 @@ def _holds(folder: Path, inner: Path) -> bool:
     return f == i or f in i.parents
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/outputs.py output_dir refuses an --output-path inside BEPBUILD_HOME or "
-                                       "the jobs folder but not one that holds them, and share_with_containers gives "
-                                       "a non-root host's containers that folder itself")
 @pytest.mark.parametrize("which", ["home", "jobs"])
 def test_a_non_root_hosts_containers_never_write_a_folder_holding_bepbuilds_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:

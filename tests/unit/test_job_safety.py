@@ -264,6 +264,20 @@ def test_download_path_that_is_a_file_is_one_line(tmp_path: Path) -> None:
     assert a_file.read_text() == "keep me"
 
 
+def test_download_paths_inside_bepbuilds_own_folders_are_refused(tmp_path: Path) -> None:
+    """A download there would not stay the user's: registrations move and delete folders in the home."""
+    register()
+    make_inputs(tmp_path / "in", 2)
+    Cli().invoke("--input", str(tmp_path / "in"), "--job-name", "dl-home")
+    for dest in (config.home(), config.home() / "assets" / "models", config.jobs_dir() / "dl-home"):
+        res = Cli()("job", "download", "--name", "dl-home", "--download-path", str(dest), code=2)
+        assert "--download-path" in one_error_line(res) and "bepbuild's own files" in res.stderr
+        res = Cli()("model", "download", "--name", f"{ENDPOINT}.{DEPLOYMENT}-model", "--version", "1",
+                    "--download-path", str(dest), code=2)
+        assert "--download-path" in one_error_line(res)
+    assert not list(config.home().rglob("named-outputs"))
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: only root can give a folder to another user")
 def test_an_output_folder_the_user_made_keeps_its_owner(tmp_path: Path) -> None:
     register()
