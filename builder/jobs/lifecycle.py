@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,11 @@ def delete(store: Store, name: str) -> dict[str, Any]:
     is never touched. Returns the deleted record.
     """
     job = records.lookup(store, name)
-    job_dir = owned_job_dir(store, job)
+    try:
+        job_dir = owned_job_dir(store, job)
+    except NotTheJobs as e:  # its folder is gone and another took its name: forget the job, keep that folder
+        store.delete_job(name)
+        raise UserError(f"forgot job {name}; {e.message}") from None
     if (job_dir / layout.CONTROL_DIR).is_dir():
         with hostlock.host_lock(job_dir):  # refused while a live host prepares or runs it
             doc = records.read_job(job_dir) if (job_dir / layout.JOB_FILE).is_file() else job
@@ -168,8 +173,13 @@ def delete(store: Store, name: str) -> dict[str, Any]:
     return job
 
 
+class NotTheJobs(UserError):
+    """A folder at the job's path that holds no job.json naming the job: not proven to be its folder."""
+
+
 def owned_job_dir(store: Store, job: dict[str, Any]) -> Path:
-    """The folder of `job`, proven to be the one bepbuild made for it; UserError otherwise."""
+    """The folder of `job`, proven to be the one bepbuild made for it (NotTheJobs when a folder there
+    does not name the job in its job.json); UserError otherwise."""
     name = job["name"]
     recorded = Path(job.get("job_dir") or "")
     jobs = Path(os.path.realpath(config.jobs_dir()))
@@ -190,11 +200,12 @@ def owned_job_dir(store: Store, job: dict[str, Any]) -> Path:
     if recorded.exists():
         if not recorded.is_dir():
             raise refuse("it is not a folder")
+        # job.json is written before the job is registered: a folder without one naming the job is
+        # not the job's, though it has its name (a user's, made after the job's was removed by hand).
         owner = _recorded_name(recorded)
-        if owner is None and recorded.name != name:
-            raise refuse(f"it holds no readable {layout.JOB_FILE}")
-        if owner is not None and owner != name:
-            raise refuse(f"its {layout.JOB_FILE} names job {owner!r}")
+        if owner != name:
+            why = f"its {layout.JOB_FILE} names job {owner!r}" if owner else f"it holds no {layout.JOB_FILE} naming it"
+            raise NotTheJobs(f"not removing {recorded}: {why}, so it is not the folder bepbuild made for the job")
         for other in store.list_jobs():
             out = Path(other.get("output_dir") or "/")
             if other["name"] != name and (out == recorded or recorded in out.parents):
@@ -203,8 +214,11 @@ def owned_job_dir(store: Store, job: dict[str, Any]) -> Path:
 
 
 def _recorded_name(job_dir: Path) -> str | None:
+    """The name in the folder's job.json, a regular file (never read through a link)."""
     try:
-        doc = json.loads((job_dir / layout.JOB_FILE).read_text())
+        fd = os.open(job_dir / layout.JOB_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            doc = json.loads(f.read()) if stat.S_ISREG(os.fstat(fd).st_mode) else None
     except (OSError, ValueError):
         return None
     return doc.get("name") if isinstance(doc, dict) else None

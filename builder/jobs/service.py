@@ -179,7 +179,6 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
     }
     _create_job_folder(store, job_dir, job)
     try:
-        records.write_job(job_dir, job)
         records.set_state(store, job_dir, job, status="Preparing")
         if backend == "process":
             pinning.snapshot(store, dep, job_dir)
@@ -200,9 +199,10 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
 
 
 def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None:
-    """Make the job folder and take its host lock, then register the job: a job in the registry
-    always has its folder, held by the live process preparing or running it, or by none (it died).
-    The lock stays with this process for the run (run_attached / run_detached)."""
+    """Make the job folder, write its job.json and take its host lock, then register the job: a job in
+    the registry always has its folder, naming it in its job.json (what `job delete` takes as proof
+    that the folder is the job's), held by the live process preparing or running it, or by none (it
+    died). The lock stays with this process for the run (run_attached / run_detached)."""
     try:
         job_dir.mkdir(parents=True)
     except FileExistsError:
@@ -212,6 +212,7 @@ def _create_job_folder(store: Store, job_dir: Path, job: dict[str, Any]) -> None
             raise JobError(f"no space left on device for the job folder {job_dir}: free space, invoke again") from None
         raise
     try:
+        records.write_job(job_dir, job)
         queue.ensure_dirs(job_dir)
         hostlock.hold(job_dir)
         store.add_job(job["name"], job)

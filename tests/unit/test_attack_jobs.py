@@ -20,8 +20,6 @@ from bepbuild import config
 from bepbuild.cli import app
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/lifecycle.py owned_job_dir takes a folder without job.json for the "
-                                       "job's when it has the job's name, and delete removes it whatever it holds")
 def test_delete_never_removes_a_users_folder_that_took_the_jobs_name(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "work"  # the user's own folder, also their jobs folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -243,15 +244,17 @@ def test_resume_downloads_an_http_input_again(tmp_path: Path, http_server: tuple
     assert sorted(r.split()[0] for r in lines(job["output_file"])) == ["one.txt", "two.txt"]
 
 
-def test_a_job_whose_host_died_before_writing_job_json_fails_in_one_line_and_can_be_deleted(
+def test_a_job_folder_without_job_json_fails_in_one_line_and_delete_forgets_it_keeping_the_folder(
     tmp_path: Path,
 ) -> None:
+    """job.json is written before a job is registered; a folder without one (left by an earlier
+    bepbuild, or emptied by hand) is not proven to be the job's: delete forgets the job, keeps it."""
     register()
     make_inputs(tmp_path / "in", 2)
     cli = Cli()
     job = cli.invoke("--input", str(tmp_path / "in"), "--job-name", "bare")
     job_dir = Path(job["job_dir"])
-    (job_dir / layout.JOB_FILE).unlink()  # as a host killed right after registering the job leaves it
+    (job_dir / layout.JOB_FILE).unlink()
     store = Store.open()
     try:
         store.update_job("bare", status="Queued")
@@ -260,8 +263,54 @@ def test_a_job_whose_host_died_before_writing_job_json_fails_in_one_line_and_can
     res = cli("job", "resume", "--name", "bare", "-q", code=1)
     assert len(res.stderr.splitlines()) == 1 and f"its {layout.JOB_FILE} was never written" in res.stderr
     assert cli.json("job", "show", "--name", "bare")["status"] == "Failed"
-    cli("job", "delete", "--name", "bare", "--yes")
+    res = cli("job", "delete", "--name", "bare", "--yes", code=2)
+    assert len(res.stderr.splitlines()) == 1 and "forgot job bare" in res.stderr and str(job_dir) in res.stderr
+    assert job_dir.is_dir()
+    cli("job", "show", "--name", "bare", code=2)
+
+
+DIE_AFTER_REGISTERING = """
+import os, sys
+from bepbuild.store import Store
+
+add_job = Store.add_job
+
+def die(self, name, job):  # the host is killed right after the job is registered
+    add_job(self, name, job)
+    os._exit(137)
+
+Store.add_job = die
+from bepbuild.cli import main
+sys.argv = ["bepbuild"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_job_registered_by_a_host_killed_at_once_has_a_folder_delete_can_prove_and_remove(tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    res = subprocess.run([sys.executable, "-c", DIE_AFTER_REGISTERING, "batch-endpoint", "invoke", "--name", ENDPOINT,
+                          "--input", str(tmp_path / "in"), "--backend", "process", "--job-name", "early", "-q"],
+                         capture_output=True, text=True)
+    assert res.returncode == 137, res
+    job_dir = config.jobs_dir() / "early"
+    assert json.loads((job_dir / layout.JOB_FILE).read_text())["name"] == "early"
+    Cli()("job", "delete", "--name", "early", "--yes")
     assert not job_dir.exists()
+
+
+def test_delete_never_reads_a_job_json_through_a_link(tmp_path: Path) -> None:
+    register()
+    make_inputs(tmp_path / "in", 2)
+    job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--job-name", "linked-doc")["job_dir"])
+    shutil.rmtree(job_dir)
+    job_dir.mkdir()
+    (job_dir / "mine.txt").write_text("keep\n")
+    elsewhere = tmp_path / "copy-of-job.json"
+    elsewhere.write_text(json.dumps({"name": "linked-doc"}))
+    (job_dir / layout.JOB_FILE).symlink_to(elsewhere)
+    Cli()("job", "delete", "--name", "linked-doc", "--yes", code=2)
+    assert (job_dir / "mine.txt").read_text() == "keep\n"
 
 
 def test_links_left_in_the_job_folder_are_never_written_through(tmp_path: Path) -> None:
