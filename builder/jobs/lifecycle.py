@@ -17,7 +17,7 @@ from typing import Any
 from bepbuild_runtime import layout, queue
 
 from .. import config, naming
-from ..errors import BepbuildError, ConflictError, JobError, UserError
+from ..errors import BepbuildError, ConflictError, JobError, NotFoundError, UserError
 from ..store import Store
 from . import cluster, hostlock, inputs, pinning, records
 from .backends import make
@@ -26,8 +26,10 @@ from .backends import make
 def resume(store: Store, name: str) -> Path:
     """Make a job that did not finish ready for another run; its finished mini-batches stay done.
 
-    A job whose host died while it was being prepared has its preparation finished (the input is
-    listed again and the queue written), or is marked Failed in one line when that cannot be done.
+    A job whose host died while it was being prepared has its preparation finished (a process job's
+    snapshot copied again while the deployment still holds the code and model it was invoked with,
+    the input listed again and the queue written), or is marked Failed in one line when that cannot
+    be done.
     The host lock taken here stays with this process for the run that follows (run_attached, or
     run_detached, which hands it to the background process), so no other host can start between
     this check and that run.
@@ -47,6 +49,8 @@ def resume(store: Store, name: str) -> Path:
                                 f"themselves): follow it with `bepbuild job stream --name {name}`, or cancel it")
         (job_dir / layout.CANCEL_FLAG).unlink(missing_ok=True)
         (job_dir / layout.OUTCOME_FILE).unlink(missing_ok=True)  # of the run that ended Failed or Canceled
+        if queue.total_count(job_dir) is None:
+            _snapshot_again(store, job_dir, doc)
         pinning.check_runnable(doc)  # the image or snapshot it was invoked with, or one line: it is gone
         if queue.total_count(job_dir) is None:
             _prepare_again(store, job_dir, doc)
@@ -85,6 +89,31 @@ def _unpreparable(store: Store, name: str, job_dir: Path | None, why: str) -> Jo
             pass
     store.update_job(name, **changes)
     return JobError(msg)
+
+
+def _snapshot_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> None:
+    """A process job whose host died before its snapshot was whole: copy it again from the deployment,
+    only while that still deploys the code and model the job was invoked with (else Failed, one line)."""
+    if doc.get("backend") != "process" or (job_dir / layout.SNAPSHOT_DIR).is_dir():
+        return
+    name, pinned = doc["name"], doc.get("snapshot_of") or {}
+    try:
+        dep = store.get_deployment(doc["endpoint"], doc["deployment"])
+    except NotFoundError:
+        raise _unpreparable(store, name, job_dir, "its snapshot was never made whole and its deployment is "
+                                                  "gone") from None
+    if not pinned.get("code_sha256") or (dep.get("code_sha256"), dep.get("model")) != (
+            pinned["code_sha256"], pinned.get("model")):
+        raise _unpreparable(store, name, job_dir, "its snapshot was never made whole and the deployment no longer "
+                                                  "holds the code and model it was invoked with")
+    try:
+        pinning.snapshot(store, dep, job_dir)
+    except BepbuildError as e:
+        raise _unpreparable(store, name, job_dir, e.line()) from None
+    except OSError as e:
+        if queue.is_no_space(e):
+            raise JobError(f"no space left on device in {job_dir}: free space, then resume job {name} again") from None
+        raise _unpreparable(store, name, job_dir, f"{e.strerror}: {e.filename}") from None
 
 
 def _prepare_again(store: Store, job_dir: Path, doc: dict[str, Any]) -> None:

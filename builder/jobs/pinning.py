@@ -77,7 +77,7 @@ def snapshot(store: Store, dep: dict[str, Any], job_dir: Path) -> tuple[Path, Pa
     """Copy the deployment's code and model into `job_dir` (process backend); returns (code_dir, model_dir).
 
     Made under a temporary name and renamed: a job has its whole snapshot or none (a host killed
-    while copying leaves a job that refuses to resume, never one that runs half a snapshot).
+    while copying leaves none: its resume copies it again, never runs half a snapshot).
     """
     code_src, model_src = check_deployed(store, dep)
     root = job_dir / layout.SNAPSHOT_DIR

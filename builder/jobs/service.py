@@ -177,6 +177,8 @@ def invoke(store: Store, req: InvokeRequest) -> dict[str, Any]:
         "code_dir": str(snapshot / "code"), "model_dir": str(snapshot / "model"), "resources": resources,
         "experiment_name": req.experiment_name or req.endpoint, "created_at": records.now(), "run": 1,
     }
+    if backend == "process":  # what the snapshot is copied from: a resume may copy it again only from this
+        job["snapshot_of"] = {"code_sha256": dep.get("code_sha256"), "model": dep.get("model")}
     _create_job_folder(store, job_dir, job)
     try:
         records.set_state(store, job_dir, job, status="Preparing")

@@ -70,9 +70,6 @@ app()
 """
 
 
-@pytest.mark.xfail(strict=True, reason="jobs/lifecycle.py resume checks the snapshot (pinning.check_runnable) before "
-                                       "it finishes a preparation: a host killed while copying it leaves the job "
-                                       "Preparing for ever, and resume says 'invoke it again' (the name stays taken)")
 def test_a_host_killed_while_copying_the_snapshot_leaves_a_job_that_resume_finishes_or_fails(
         tmp_path: Path) -> None:
     import subprocess
@@ -89,3 +86,20 @@ def test_a_host_killed_while_copying_the_snapshot_leaves_a_job_that_resume_finis
         return
     assert "job delete" in res.stderr, res.stderr  # the way out, in the one line
     assert Cli().json("job", "show", "--name", "snapjob")["status"] == "Failed"
+
+
+def test_a_snapshot_left_half_made_is_never_copied_from_a_deployment_changed_since(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    register()
+    make_inputs(tmp_path / "in", 3)
+    died = subprocess.run([sys.executable, "-c", DIE_WHILE_SNAPSHOTTING, ENDPOINT, str(tmp_path / "in")],
+                          capture_output=True, text=True)
+    assert died.returncode == 137, died.stderr
+    register("def init():\n    pass\n\ndef run(b):\n    return ['other code']\n")  # deployed again meanwhile
+    res = Cli().runner.invoke(app, ["job", "resume", "--name", "snapjob", "-q", "-o", "json"])
+    assert res.exit_code == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    assert "job delete --name snapjob" in res.stderr and "code and model it was invoked with" in res.stderr
+    assert Cli().json("job", "show", "--name", "snapjob")["status"] == "Failed"
+    Cli()("job", "delete", "--name", "snapjob", "--yes")
