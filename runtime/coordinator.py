@@ -91,7 +91,7 @@ class Lease:
         self.job = job_dir
         self.holder = holder
         self.run = run
-        self.token = uuid.uuid4().hex[:16]
+        self.token = uuid.uuid4().hex[:layout.LEASE_TOKEN_CHARS]
         self.term: int | None = None  # the term we hold
         self._seen: tuple[int, int] | None = None  # (term, mtime) of the lease we watch
         self._quiet = 0.0  # seconds of our running time that lease has not changed

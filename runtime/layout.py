@@ -57,6 +57,10 @@ LEASE_TERM_WIDTH = 9
 MERGING_FILE = "state/merging.json"
 OUTCOME_FILE = "state/outcome.json"
 MERGE_TMP_INFIX = ".merging-"  # <output dir>/.<output file><infix><token>: the merge's temp file
+LEASE_TOKEN_CHARS = 16  # a coordinator's token (its lease, its merge's temp file)
+# The longest output_file_name (UTF-8 bytes) whose merge temp file still fits a file name (255 bytes);
+# the other temp names beside outputs (publish, download) are shorter.
+MAX_OUTPUT_FILE_NAME = 255 - len(".") - len(MERGE_TMP_INFIX) - LEASE_TOKEN_CHARS
 
 QUEUE_COUNT_FILE = "queue/count"  # number of mini-batches written by write_queue (decimal text)
 QUEUE_STAGING_DIR = "queue/.pending-staging"  # write_queue builds the queue here, then renames it

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bepbuild_runtime import layout
 from bepbuild_runtime.settings import DEFAULTS
 
 from ..errors import SpecError
@@ -121,6 +122,10 @@ class Settings(Spec):
             return v
         if not v or "/" in v or "\\" in v or v in (".", ".."):
             raise ValueError(f"must be a plain file name, got {v!r}")
+        size = len(v.encode("utf-8", "surrogateescape"))
+        if size > layout.MAX_OUTPUT_FILE_NAME:  # the merge writes .<name>.merging-<token> beside it first
+            raise ValueError(f"must be at most {layout.MAX_OUTPUT_FILE_NAME} bytes (room for the merge's temporary "
+                             f"file name beside it), got {size}")
         return v
 
     @model_validator(mode="after")

@@ -36,10 +36,6 @@ def test_delete_never_removes_a_users_folder_that_took_the_jobs_name(tmp_path: P
     assert config.jobs_dir() == work
 
 
-@pytest.mark.xfail(strict=True, reason="an output_file_name that is a valid file name but leaves no room for the "
-                                       "merge's temp name (.<name>.merging-<token>) is accepted at invoke; the job "
-                                       "scores everything, then fails at the merge: File name too long "
-                                       "(specs/deployment.py output_file_name check, runtime merge temp name)")
 def test_an_output_file_name_too_long_for_the_merge_is_refused_up_front_or_merged(tmp_path: Path) -> None:
     register()
     make_inputs(tmp_path / "in", 2)
@@ -52,6 +48,21 @@ def test_an_output_file_name_too_long_for_the_merge_is_refused_up_front_or_merge
     job = json.loads(res.stdout)
     assert job["status"] == "Completed", job.get("error")
     assert Path(job["output_file"]).name == name
+
+
+def test_the_longest_output_file_name_accepted_is_merged(tmp_path: Path) -> None:
+    from bepbuild_runtime import layout
+
+    register()
+    make_inputs(tmp_path / "in", 2)
+    name = "é" * ((layout.MAX_OUTPUT_FILE_NAME - 4) // 2) + "p" * ((layout.MAX_OUTPUT_FILE_NAME - 4) % 2) + ".csv"
+    assert len(name.encode()) == layout.MAX_OUTPUT_FILE_NAME
+    job = Cli().invoke("--input", str(tmp_path / "in"), "--set", f"output_file_name={name}")
+    assert job["status"] == "Completed", job.get("error")
+    assert Path(job["output_file"]).name == name
+    res = Cli().runner.invoke(app, ["batch-endpoint", "invoke", "--name", ENDPOINT, "--backend", "process", "-q",
+                                    "--input", str(tmp_path / "in"), "--set", f"output_file_name=x{name}"])
+    assert res.exit_code == 2 and f"at most {layout.MAX_OUTPUT_FILE_NAME} bytes" in res.stderr, res.stderr
 
 
 DIE_WHILE_SNAPSHOTTING = """
