@@ -256,8 +256,10 @@ def test_push_and_pull_back(tmp_path: Path, test_repo: str, registry: LocalRegis
     assert pushed["image"] == f"{remote}:abc123"
     assert pushed["digest"].startswith("sha256:") and len(pushed["digest"]) == 71
     assert lines
+    # The registry is the session's: the base image's layer may be there already (pushed by another test).
     layers = len(images.engine().api.inspect_image(tag)["RootFS"]["Layers"])
-    assert (pushed["layers_pushed"], pushed["layers_existing"]) == (layers, 0) and pushed["bytes_pushed"] > 0
+    assert pushed["layers_pushed"] >= 1 and pushed["layers_pushed"] + pushed["layers_existing"] == layers
+    assert pushed["bytes_pushed"] > 0
     again = image_push.push(tag, remote, repo_tag="latest")
     assert again == {"image": f"{remote}:latest", "digest": pushed["digest"], "layers_pushed": 0,
                      "layers_existing": layers, "bytes_pushed": 0}
