@@ -27,7 +27,10 @@ TEXT_SUFFIXES = (".txt", ".csv", ".log", ".json", ".jsonl", ".tsv", ".yaml", ".y
 
 def live(request: Request) -> JSONResponse:
     """Everything on a job page that moves: progress, charts, failures, buttons."""
-    job = store().get_job(request.path_params["name"])
+    from ..jobs import records
+
+    s = store()
+    job = records.refresh(s, s.get_job(request.path_params["name"]), look=False)  # an end no host recorded
     prog = jobview.progress(job)
     job_dir = Path(job.get("job_dir") or "")
     index = attempts.CACHE.get(job_dir)
