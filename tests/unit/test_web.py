@@ -152,6 +152,23 @@ def test_job_page_live_state_of_a_finished_job(web: TestClient, cli: Cli, tmp_pa
     assert buttons == {"cancel": "disabled", "resume": "disabled"}  # a Completed job is neither canceled nor resumed
 
 
+def test_job_page_records_an_end_no_host_was_left_to_record(web: TestClient) -> None:
+    """The instances' coordinator finished the job after its host was gone: the page shows it ended."""
+    import json
+
+    from webkit import big_job
+
+    from bepbuild_runtime import layout
+
+    job = big_job("finished-alone", 3, status="Running", done=3, prediction_rows=3)
+    job_dir = Path(job["job_dir"])
+    (job_dir / layout.JOB_FILE).write_text(json.dumps(job))
+    (job_dir / layout.STATE_DIR).mkdir()
+    (job_dir / layout.OUTCOME_FILE).write_text(json.dumps({"status": "Completed", "error": None}))
+    live = web.get("/jobs/finished-alone/live").json()
+    assert live["final"] is True and live["status"] == "Completed", live["status"]
+
+
 def test_mini_batch_table_pages_and_failed_filter(web: TestClient, cli: Cli, tmp_path: Path) -> None:
     register(mini_batch_size=1)
     make_inputs(tmp_path / "in", 60)
