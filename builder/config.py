@@ -30,6 +30,38 @@ def scratch_dir() -> Path:
     return home() / "scratch"
 
 
+HOME_ID_FILE = "home-id"
+
+
+def home_id() -> str:
+    """This BEPBUILD_HOME's id, 8 hex digits made once: part of the tag of every deployment image it
+    builds, so that homes sharing a Docker engine never move or remove each other's tags."""
+    import re
+    import secrets
+
+    from .errors import UserError
+
+    path = home() / HOME_ID_FILE
+    for _ in range(2):
+        try:
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+        except FileNotFoundError:
+            home().mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{HOME_ID_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+            tmp.write_text(secrets.token_hex(4) + "\n")
+            try:
+                os.link(tmp, path)  # never over an id another process made meanwhile
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            continue
+        if re.fullmatch(r"[0-9a-f]{8}", text):
+            return text
+        break
+    raise UserError(f"{path} does not hold this home's id (8 hex digits): remove it, and a new one is made")
+
+
 def jobs_dir() -> Path:
     """Where job folders are created (`BEPBUILD_JOBS_DIR` overrides)."""
     return Path(os.environ.get("BEPBUILD_JOBS_DIR") or home() / "jobs").expanduser()

@@ -9,12 +9,15 @@ under a new name and renamed over its target, so nothing is written through a li
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import config
@@ -22,6 +25,56 @@ from .errors import UserError
 from .hashing import FIXED_MTIME, file_sha256, is_stamped, stamp
 
 CONTEXT_MARKER = ".bepbuild-context"
+
+Stamp = tuple[int, int, int]  # a context file's (inode, size, mtime in ns): a render replaces what it changes
+
+
+@contextmanager
+def locked(dest: Path) -> Iterator[None]:
+    """Hold the lock of context folder `dest`: one render, or one build sending it, at a time.
+
+    Two deploys of one deployment render into the same folder; a build must send what its tag's
+    content hash names. The lock file lives in BEPBUILD_HOME (never beside a folder of the user's,
+    as `render --output-dir` may name), named by the folder's resolved path.
+    """
+    key = hashlib.sha256(str(dest.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    folder = config.home() / "locks" / "contexts"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def stamps(dest: Path, files: list[str]) -> dict[str, Stamp]:
+    """The stamp of each rendered file of `dest`."""
+    out: dict[str, Stamp] = {}
+    for rel in files:
+        st = (dest / rel).lstat()
+        out[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def unchanged(dest: Path, rendered: dict[str, Stamp]) -> bool:
+    """Whether `dest` still holds exactly the files a render left (`rendered`: their stamps), none
+    replaced, none added: no other render went over it since."""
+    seen = 0
+    for dirpath, _dirnames, filenames in os.walk(dest):
+        d = Path(dirpath)
+        for n in filenames:
+            rel = (d / n).relative_to(dest).as_posix()
+            if rel == CONTEXT_MARKER:
+                continue
+            try:
+                st = (d / n).lstat()
+            except FileNotFoundError:
+                return False
+            if rendered.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns):
+                return False
+            seen += 1
+    return seen == len(rendered)
 
 
 def check_destination(dest: Path, endpoint: str, deployment: str, what: str | None = None) -> None:

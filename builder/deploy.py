@@ -12,6 +12,7 @@ from . import (
     __version__,
     base_images,
     config,
+    context_dir,
     endpoints,
     env_images,
     environments,
@@ -21,7 +22,7 @@ from . import (
     naming,
     registry,
 )
-from .errors import NotFoundError, SpecError
+from .errors import BuildError, NotFoundError, SpecError
 from .hashing import tree_sha256
 from .render import MLFLOW_DRIVER, Rendered, RenderInput, render
 from .specs import BatchDeployment, EnvironmentSpec, InlineModel, Loaded, load_deployment, load_endpoint
@@ -55,6 +56,8 @@ class Prepared:
     generated: bool = False  # scored by the generated MLflow driver (no scoring script given)
     lock: locking.Lock | None = None
     env: env_images.EnvContext | None = None  # the environment image it starts FROM (pip and conda strategies)
+    render_input: RenderInput | None = None  # what `rendered` was rendered from (build_image renders it again)
+    code_sha256: str | None = None  # of the code the build sent (build_image, under the context's lock)
 
 
 class BuildSummary(TypedDict):
@@ -177,8 +180,8 @@ def prepare(
     )
     context = context or naming.context_dir(spec.endpoint_name, spec.name)
     rendered = render(inp, context)
-    tag = f"{naming.image_repo(spec.endpoint_name, spec.name)}:{rendered.short_hash}"
-    return Prepared(loaded, model, env, plan, rendered, tag, notices, generated, lock, env_ctx)
+    tag = naming.image_tag(spec.endpoint_name, spec.name, rendered.content_hash)
+    return Prepared(loaded, model, env, plan, rendered, tag, notices, generated, lock, env_ctx, inp)
 
 
 def _build_environment_image(env: dict[str, Any], opts: DeployOptions, log: Log) -> str:
@@ -219,10 +222,25 @@ def build_image(p: Prepared, opts: DeployOptions, log: Log, env: env_images.EnvI
     """Build the deployment's image: runtime, model and code over its environment image (no network, no secret).
 
     No Dockerfile named here: images.build picks the one of the backend it resolves `auto` to.
+    Built under the context folder's lock, from what `p`'s tag names: another deploy of this
+    deployment that rendered into the folder since `prepare` (its own content) is rendered over
+    again first, and a context whose sources changed meanwhile is refused rather than tagged.
     """
-    return images.build(p.rendered.context, p.tag, labels=image_labels(p, env), network="none",
-                        backend=opts.backend, on_line=log, force=opts.force,
-                        log_path=config.home() / "logs" / "builds" / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
+    context = p.rendered.context
+    with context_dir.locked(context):
+        if not context_dir.unchanged(context, p.rendered.stamps):
+            if p.render_input is None:
+                raise BuildError(f"the build context {context} changed since it was rendered: deploy again")
+            again = render(p.render_input, context, held=True)
+            if again.content_hash != p.rendered.content_hash:
+                raise BuildError(f"the code, model or environment of deployment {p.loaded.spec.name} changed while it "
+                                 "was being deployed: deploy it again")
+            p.rendered = again
+        p.code_sha256 = tree_sha256(context / "code")
+        return images.build(context, p.tag, labels=image_labels(p, env), network="none",
+                            backend=opts.backend, on_line=log, force=opts.force,
+                            log_path=config.home() / "logs" / "builds"
+                            / f"{p.tag.replace('/', '_').replace(':', '_')}.log")
 
 
 def build(store: Store, loaded: Loaded[BatchDeployment], opts: DeployOptions, log: Log, context: Path | None = None
@@ -309,9 +327,12 @@ def create(
 def prune_images(store: Store, earlier: Iterable[str], keep: str) -> tuple[list[str], list[str]]:
     """Remove earlier images of a deployment that nothing refers to any more: (removed, kept).
 
-    Only tags this deployment used are considered (never other tags of its repository: another
-    bepbuild home on the engine may use them). A tag is kept while a job of this home may still run
-    it (`pinning.held_images`: every docker job not Completed, since any other can be resumed) or a
+    Only tags this deployment used and this home made are removed (`naming.is_own_image_tag`: every
+    home tags the images it builds with its own id, so another home on the engine that deployed
+    the same content keeps its tag, and the engine keeps the image while a tag is left); a tag of
+    another form (made by an earlier bepbuild, perhaps shared with another home) is dropped from the
+    list, never removed. A tag is kept while a job of this home may still run it
+    (`pinning.held_images`: every docker job not Completed, since any other can be resumed) or a
     container uses it; it is dropped from the list once another deployment here uses it (that
     deployment's own redeploy considers it then) or it is gone.
     """
@@ -325,7 +346,7 @@ def prune_images(store: Store, earlier: Iterable[str], keep: str) -> tuple[list[
     except Exception:  # housekeeping must never fail a deploy
         return removed, [t for t in earlier if t != keep]
     for tag in dict.fromkeys(earlier):
-        if not tag or tag == keep or tag in in_use:
+        if not tag or tag == keep or tag in in_use or not naming.is_own_image_tag(tag):
             continue
         try:
             img_id = images.image_id(tag)
@@ -369,7 +390,7 @@ def deployment_doc(p: Prepared, result: images.BuildResult, env: env_images.EnvI
     # What the process backend copies into each job (jobs/pinning.snapshot): the rendered code,
     # checked against this hash, since a later build or a failed deploy renders over the context.
     body["context"] = str(p.rendered.context)
-    body["code_sha256"] = tree_sha256(p.rendered.context / "code")
+    body["code_sha256"] = p.code_sha256 or tree_sha256(p.rendered.context / "code")
     body["provisioning_state"] = "Succeeded"
     return body
 

@@ -34,8 +34,24 @@ def context_dir(endpoint: str, deployment: str) -> Path:
 
 
 def image_repo(endpoint: str, deployment: str) -> str:
-    """The image repository of a deployment: `bepbuild/<endpoint>/<deployment>` (tags are content hashes)."""
+    """The image repository of a deployment: `bepbuild/<endpoint>/<deployment>` (tags: `image_tag`)."""
     return f"bepbuild/{endpoint}/{deployment}".lower()
+
+
+def image_tag(endpoint: str, deployment: str, content_hash: str) -> str:
+    """A deployment image's tag: `<repository>:<content hash[:16]>-<home id>`.
+
+    One tag per BEPBUILD_HOME: two homes on one engine deploying the same content each tag the
+    image (the engine keeps it while one tag is left), and a redeploy or `build --force` in one
+    moves or removes only its own tag (`is_own_image_tag`).
+    """
+    return f"{image_repo(endpoint, deployment)}:{content_hash[:16]}-{config.home_id()}"
+
+
+def is_own_image_tag(tag: str) -> bool:
+    """Whether `tag` is a deployment image tag this BEPBUILD_HOME made (`image_tag`)."""
+    repo, _, label = tag.rpartition(":")
+    return repo.startswith("bepbuild/") and "/" not in label and label.endswith(f"-{config.home_id()}")
 
 
 def environment_image_repo(environment: str) -> str:

@@ -62,6 +62,7 @@ class Rendered:
     context: Path
     content_hash: str
     files: list[str]
+    stamps: dict[str, context_dir.Stamp] = field(default_factory=dict)  # what the render left (context_dir.unchanged)
 
     @property
     def short_hash(self) -> str:
@@ -186,8 +187,14 @@ def _files(inp: RenderInput) -> dict[str, Path | bytes]:
     return files
 
 
-def render(inp: RenderInput, dest: Path) -> Rendered:
-    """Write the build context into `dest` (only what changed) and return its content hash."""
+def render(inp: RenderInput, dest: Path, *, held: bool = False) -> Rendered:
+    """Write the build context into `dest` (only what changed) and return its content hash.
+
+    Under the folder's lock (`context_dir.locked`; `held`: the caller holds it already).
+    """
+    if not held:
+        with context_dir.locked(dest):
+            return render(inp, dest, held=True)
     files = _files(inp)
     context_dir.check_destination(dest, inp.endpoint, inp.deployment)
     dest.mkdir(parents=True, exist_ok=True)
@@ -215,7 +222,7 @@ def render(inp: RenderInput, dest: Path) -> Rendered:
         context_dir.settle(target, mode)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
     context_dir.settle_folders(dest)
-    return Rendered(dest, h.hexdigest(), sorted(files))
+    return Rendered(dest, h.hexdigest(), sorted(files), context_dir.stamps(dest, sorted(files)))
 
 
 def content_hash(files: dict[str, bytes]) -> str:

@@ -132,7 +132,7 @@ def test_deploy_result(tiny: Tiny) -> None:
 
 def test_labels(tiny: Tiny) -> None:
     labels = images.labels(tiny.doc["image"])
-    short = tiny.doc["image"].rsplit(":", 1)[1]
+    short = tiny.doc["image"].rsplit(":", 1)[1].split("-")[0]  # <content hash[:16]>-<home id>
     assert labels["io.bepbuild.endpoint"] == "bepbuild-tiny"
     assert labels["io.bepbuild.deployment"] == "tiny-dpl"
     assert labels["io.bepbuild.content-hash"].startswith(short) and len(labels["io.bepbuild.content-hash"]) == 64

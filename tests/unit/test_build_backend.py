@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bepbuild import deploy, images
+from bepbuild import context_dir, deploy, images
 
 
 class FakeEngine:
@@ -41,11 +41,12 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def rendered(tmp_path: Path, *names: str) -> SimpleNamespace:
     """A `deploy.Prepared` stand-in whose context holds the Dockerfiles `names`."""
     context = tmp_path / "context"
-    context.mkdir()
-    for name in names:
+    (context / "code").mkdir(parents=True)
+    files = [*names, "code/score.py"]
+    for name in files:
         (context / name).write_text("FROM scratch\n")
-    return SimpleNamespace(plan=SimpleNamespace(strategy="pip"), rendered=SimpleNamespace(context=context),
-                           tag="bepbuild/ep-dpl:0123456789ab")
+    return SimpleNamespace(plan=SimpleNamespace(strategy="pip"), tag="bepbuild/ep-dpl:0123456789ab", render_input=None,
+                           rendered=SimpleNamespace(context=context, stamps=context_dir.stamps(context, files)))
 
 
 @pytest.mark.parametrize(("asked", "buildkit_works", "expected"), [

@@ -14,7 +14,7 @@ import docker.errors
 import pytest
 from test_jobs_process import ENDPOINT, Cli, make_inputs, register
 
-from bepbuild import deploy, images
+from bepbuild import deploy, images, naming
 from bepbuild.errors import JobError
 from bepbuild.jobs import backends, service
 from bepbuild.store import Store
@@ -261,5 +261,27 @@ def test_a_redeploy_keeps_images_that_jobs_may_still_run(engine: FakeEngine, tmp
         assert engine.removed_images == [old]
         # another deployment's image, the one kept, and a gone one: never removed
         assert deploy.prune_images(store, [new, "bepbuild/x/y:gone"], keep=new) == ([], [])
+    finally:
+        store.close()
+
+
+def test_homes_sharing_an_engine_never_remove_each_others_tags(engine: FakeEngine, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two homes deploying one content tag one image each their own way; a redeploy in one removes
+    only its own tag (the engine keeps the image while another is left)."""
+    mine = naming.image_tag("ep", "dpl", "f" * 64)
+    monkeypatch.setenv("BEPBUILD_HOME", str(tmp_path / "other-home"))
+    theirs = naming.image_tag("ep", "dpl", "f" * 64)
+    assert mine != theirs and mine.rsplit(":", 1)[0] == theirs.rsplit(":", 1)[0]
+    assert naming.is_own_image_tag(theirs) and not naming.is_own_image_tag(mine)
+    assert naming.image_tag("ep", "dpl", "f" * 64) == theirs  # made once per home
+    legacy = "bepbuild/ep/dpl:" + "f" * 16  # as an earlier bepbuild tagged it, perhaps for both homes
+    for tag in (mine, theirs, legacy):
+        engine.image_ids[tag] = "sha256:" + "6" * 64
+    store = Store.open()
+    try:
+        assert deploy.prune_images(store, [mine, legacy], keep="bepbuild/ep/dpl:new") == ([], [])
+        assert engine.removed_images == []
+        assert deploy.prune_images(store, [theirs], keep="bepbuild/ep/dpl:new") == ([theirs], [])
     finally:
         store.close()

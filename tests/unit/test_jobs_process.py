@@ -78,7 +78,7 @@ def register(script: str = SCRIPT, *, endpoint: str = ENDPOINT, deployment: str 
             os.link(f, context / "model" / "model" / f.name)
         store.put_deployment(endpoint, deployment, {
             "name": deployment, "endpoint_name": endpoint, "type": "model",
-            "image": f"{naming.image_repo(endpoint, deployment)}:notbuilt",
+            "image": naming.image_tag(endpoint, deployment, "0" * 64),  # never built: the process backend needs none
             "model": f"azureml:{model['name']}:{model['version']}", "model_folder": "model",
             "context": str(context), "code_sha256": tree_sha256(context / "code"),
             "code_configuration": {"code": str(context / "code"), "scoring_script": "score.py"},
