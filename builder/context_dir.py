@@ -132,8 +132,17 @@ def mark(dest: Path, endpoint: str, deployment: str) -> None:
     settle(marker, 0o644)
 
 
-def holds(target: Path, src: Path, data_hash: str) -> bool:
-    """Whether `target` already has `src`'s content (a hard link to it needs no reading)."""
+def may_link(dest: Path) -> bool:
+    """Whether a context in `dest` may hard-link the registry's files: only in bepbuild's own folders
+    (BEPBUILD_HOME's contexts and scratch). A folder of the user's (`render --output-dir`) gets
+    copies: a user there may edit them (root writes a read-only file), and an edit through a link
+    would change a registered model."""
+    return any(config.is_inside(dest, own) for own in (config.home() / "contexts", config.scratch_dir()))
+
+
+def holds(target: Path, src: Path, data_hash: str, *, link: bool = True) -> bool:
+    """Whether `target` already has `src`'s content (a hard link to it needs no reading; without
+    `link`, a hard link to it does not count: it is replaced by a copy)."""
     try:
         t, s = target.lstat(), src.stat()
     except FileNotFoundError:
@@ -141,7 +150,7 @@ def holds(target: Path, src: Path, data_hash: str) -> bool:
     if not stat.S_ISREG(t.st_mode):
         return False
     if (t.st_dev, t.st_ino) == (s.st_dev, s.st_ino):
-        return True
+        return link
     return t.st_size == s.st_size and file_sha256(target) == data_hash
 
 
@@ -149,18 +158,19 @@ def _is_settled(st: os.stat_result, mode: int) -> bool:
     return stat.S_IMODE(st.st_mode) == mode and is_stamped(st)
 
 
-def place(src: Path, target: Path, mode: int) -> None:
+def place(src: Path, target: Path, mode: int, *, link: bool = True) -> None:
     """Put `src` at `target`, streamed (models can be larger than memory).
 
     Registered assets never change once registered, and the registry fixed their modes and times:
-    they are hard-linked (no copy, and the next render sees the same inode and reads nothing).
-    Anything else, or a registered file whose metadata is not what the context needs (registered by
-    an earlier bepbuild), is copied, so that settling the copy never touches the source.
+    with `link` (`may_link`) they are hard-linked (no copy, and the next render sees the same inode
+    and reads nothing). Anything else, or a registered file whose metadata is not what the context
+    needs (registered by an earlier bepbuild), is copied, so that settling the copy never touches
+    the source.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
 
     def fill(tmp: Path) -> None:
-        if _registered(src) and _is_settled(src.stat(), mode):
+        if link and _registered(src) and _is_settled(src.stat(), mode):
             try:
                 os.link(src, tmp)
                 return

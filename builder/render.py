@@ -203,6 +203,7 @@ def render(inp: RenderInput, dest: Path, *, held: bool = False) -> Rendered:
     if (dest / "wheels").exists() or (dest / "wheels").is_symlink():
         config.remove_owned(dest / "wheels", dest)
     context_dir.sweep(dest, set(files))
+    link = context_dir.may_link(dest)
     h = hashlib.sha256()
     for rel in sorted(files):
         src = files[rel]
@@ -217,8 +218,8 @@ def render(inp: RenderInput, dest: Path, *, held: bool = False) -> Rendered:
             data_hash = file_sha256(src)
             executable = is_executable(src)
             mode = _mode(rel, executable)
-            if not context_dir.holds(target, src, data_hash):
-                context_dir.place(src, target, mode)
+            if not context_dir.holds(target, src, data_hash, link=link):
+                context_dir.place(src, target, mode, link=link)
         context_dir.settle(target, mode)
         h.update(f"{rel}\0{'x' if executable else '-'}\0{data_hash}\n".encode())
     context_dir.settle_folders(dest)

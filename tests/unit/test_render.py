@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bepbuild import env_images, locking
+from bepbuild import config, env_images, locking
 from bepbuild.environments import BaseInfo, EnvPlan
 from bepbuild.errors import SpecError, UserError
 from bepbuild.hashing import FIXED_MTIME
@@ -434,11 +434,12 @@ def test_registered_model_files_are_linked_not_copied_and_user_code_is_copied(
     code, model = sources
     registered = Path(registry.register_model(Store.open(), name="tiny-model", path=model)["path"])
     inp = make_input("pip", code, registered)
-    first = render(inp, tmp_path / "ctx")
-    weights = tmp_path / "ctx" / "model" / model.name / "weights.bin"
+    ctx = config.home() / "contexts" / "endpoints" / "tiny-ep" / "tiny-dpl"  # bepbuild's own: links allowed
+    first = render(inp, ctx)
+    weights = ctx / "model" / model.name / "weights.bin"
     assert weights.stat().st_ino == (registered / "weights.bin").stat().st_ino
-    assert (tmp_path / "ctx" / "code" / "score.py").stat().st_ino != (code / "score.py").stat().st_ino
-    assert render(inp, tmp_path / "ctx").content_hash == first.content_hash
+    assert (ctx / "code" / "score.py").stat().st_ino != (code / "score.py").stat().st_ino
+    assert render(inp, ctx).content_hash == first.content_hash
     assert render(make_input("pip", code, model), tmp_path / "other").content_hash == first.content_hash
     assert weights.read_bytes() == bytes(range(256))
 

@@ -138,7 +138,9 @@ def test_cli_render_into_a_project_folder_is_one_line_and_touches_nothing(
     assert model["version"] == "1" and tree_sha256(registered) == model["sha256"]
     st = registered.stat()
     assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o444, FIXED_MTIME)
-    assert (out / "model" / "model.bin").stat().st_ino == st.st_ino
+    # out is the user's folder: it holds a copy, never a link to the registered file
+    assert (out / "model" / "model.bin").stat().st_ino != st.st_ino
+    assert (out / "model" / "model.bin").read_bytes() == registered.read_bytes()
 
 
 # -- registered models are never changed by a render -----------------------------------------------------------
@@ -155,13 +157,35 @@ def test_render_never_changes_a_registered_model(tmp_path: Path, sources: tuple[
     reg = Path(doc["path"])
     files = sorted(p for p in reg.rglob("*") if p.is_file())
     before = {p: _stat(p) for p in files}
-    for ctx in (tmp_path / "ctx", tmp_path / "ctx", tmp_path / "out"):
+    own = config.home() / "contexts" / "endpoints" / "ep" / "dpl"
+    for ctx in (own, own, tmp_path / "out"):
         render(make_input("image", code, reg), ctx)
         assert {p: _stat(p) for p in files} == before
     assert tree_sha256(reg) == doc["sha256"]
-    # the context still links the registered files (no copy of large models)
-    linked = tmp_path / "ctx" / "model" / reg.name / "weights.bin"
+    # a context of bepbuild's own links the registered files (no copy of large models)
+    linked = own / "model" / reg.name / "weights.bin"
     assert linked.stat().st_ino == (reg / "weights.bin").stat().st_ino
+
+
+def test_a_context_in_a_users_folder_holds_copies_of_registered_files(tmp_path: Path,
+                                                                      sources: tuple[Path, Path]) -> None:
+    """`render --output-dir` outside BEPBUILD_HOME: a user (root writes read-only files) who edits a
+    model file there must not change the registered one through a hard link."""
+    code, model = sources
+    doc = registry.register_model(Store.open(), name="tiny-model", path=model)
+    reg = Path(doc["path"])
+    out = tmp_path / "out"
+    first = render(make_input("image", code, reg), out)
+    placed = out / "model" / reg.name / "weights.bin"
+    assert placed.stat().st_ino != (reg / "weights.bin").stat().st_ino and placed.stat().st_nlink == 1
+    # a context an earlier bepbuild rendered there with links: the next render replaces them with copies
+    placed.unlink()
+    os.link(reg / "weights.bin", placed)
+    assert render(make_input("image", code, reg), out).content_hash == first.content_hash
+    assert placed.stat().st_ino != (reg / "weights.bin").stat().st_ino
+    os.chmod(placed, 0o644)
+    placed.write_bytes(b"edited by the user")
+    assert tree_sha256(reg) == doc["sha256"]
 
 
 def test_files_registered_before_normalization_are_copied_not_changed(tmp_path: Path,
@@ -191,7 +215,7 @@ def test_files_registered_before_normalization_are_copied_not_changed(tmp_path: 
 def test_context_file_modes_are_the_same_linked_or_copied(tmp_path: Path, sources: tuple[Path, Path]) -> None:
     code, model = sources
     doc = registry.register_model(Store.open(), name="tiny-model", path=model)
-    linked = render(make_input("image", code, Path(doc["path"])), tmp_path / "linked")
+    linked = render(make_input("image", code, Path(doc["path"])), config.home() / "contexts" / "endpoints" / "e" / "d")
     copied = render(make_input("image", code, model), tmp_path / "copied")
     assert linked.content_hash == copied.content_hash
     assert snapshot(linked.context) == snapshot(copied.context)
