@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ..errors import SpecError
-from ..specs.common import check_asset_version
 from ._common import OutputOpt, QueryOpt, YesOpt, confirm, emit, guarded, note, store
+from ._lazy import module
 
 
 def checked_version(version: str | None) -> str | None:
@@ -16,7 +16,7 @@ def checked_version(version: str | None) -> str | None:
     if version is None:
         return None
     try:
-        return check_asset_version(version)
+        return module("bepbuild.specs.common").check_asset_version(version)
     except ValueError as e:
         raise SpecError(str(e), field="--version") from None
 

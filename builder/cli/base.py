@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
-from .. import base_images
 from ._common import OutputOpt, QueryOpt, emit, guarded, new_app, note
+from ._lazy import module
 from ._progress import build_status
+
+base_images = module("bepbuild.base_images")
 
 app = new_app("Local base images: the default base plus another Python, for environments that pin one.")
 

@@ -7,14 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import deploy as deploying
-from .. import image_push
-from ..context_dir import check_destination
 from ..errors import UserError
 from ..output import human_size
-from ..specs import load_deployment
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, note, store
+from ._lazy import module
 from ._progress import build_status
+
+deploying = module("bepbuild.deploy")
+image_push = module("bepbuild.image_push")
+context_dir = module("bepbuild.context_dir")
+specs = module("bepbuild.specs")
 
 BaseImageOpt = Annotated[
     str | None, typer.Option("--base-image", help="Local image to use instead of the environment's (Azure) image.")
@@ -131,9 +133,10 @@ def render(
 ) -> None:
     """Write a deployment's build context (Dockerfile, lock, runtime, model, code) to a folder."""
     opts = options(base_image, strict, relock, False, "auto", skip_script_validation, templates)
-    loaded = load_deployment(file, sets=set_ or [], skip_script_validation=skip_script_validation)
+    loaded = specs.load_deployment(file, sets=set_ or [], skip_script_validation=skip_script_validation)
     # Before anything is registered: the folder must be new, empty or an earlier context of this deployment.
-    check_destination(output_dir.absolute(), loaded.spec.endpoint_name, loaded.spec.name, what="--output-dir")
+    context_dir.check_destination(output_dir.absolute(), loaded.spec.endpoint_name, loaded.spec.name,
+                                  what="--output-dir")
     p = deploying.prepare(store(), loaded, opts, lambda line: None, context=output_dir.resolve())
     for n in p.notices:
         note(n if n.startswith("warning: ") else f"note: {n}")

@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ..specs import ComputeSpec, load_compute
-from ..specs.loader import Located, validate
 from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._lazy import module
 from ._refused import refuse
+
+specs = module("bepbuild.specs")
 
 app = new_app("Computes: how many instances a deployment may use and what each instance gets.")
 
@@ -64,16 +65,17 @@ def create(
     if file is not None:
         sets = list(set_ or []) + [f"{k}={v}" for k, v in flags.items()
                                    if v is not None and k not in ("type", "constraints")]
-        spec = load_compute(file, sets=sets, name=name).spec
+        spec = specs.load_compute(file, sets=sets, name=name).spec
         if constraint:
             doc = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
             doc["constraints"] = [*spec.constraints, *constraint]
-            spec = validate(ComputeSpec, Located(doc, {}, str(file)))
+            spec = specs.loader.validate(specs.ComputeSpec, specs.loader.Located(doc, {}, str(file)))
     else:
         data = {"name": name, **{k: v for k, v in flags.items() if v is not None}}
         from ..specs.overrides import apply
 
-        spec = validate(ComputeSpec, Located(apply(data, list(set_ or [])), {}, "compute create"))
+        located = specs.loader.Located(apply(data, list(set_ or [])), {}, "compute create")
+        spec = specs.loader.validate(specs.ComputeSpec, located)
     s = store()
     s.put_compute(spec.name, spec.model_dump(mode="json", by_alias=True, exclude_none=True))
     emit(s.get_compute(spec.name), output, query, "compute")

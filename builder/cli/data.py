@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .. import registry
 from ..errors import SpecError
-from ..specs import load_data
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
+from ._lazy import module
 from ._refused import refuse
 from ._versioned import add_archive_and_restore, add_read_and_delete, add_update, checked_version
+
+registry = module("bepbuild.registry")
+specs = module("bepbuild.specs")
 
 app = new_app("Data assets: named, versioned references to input folders or files.")
 
@@ -36,7 +38,7 @@ def create(
     """Register a data asset, usable as --input azureml:NAME@latest."""
     version = checked_version(version)
     if file is not None:
-        loaded = load_data(file, sets=set_ or [], name=name)
+        loaded = specs.load_data(file, sets=set_ or [], name=name)
         spec = loaded.spec
         name, type_ = spec.name, spec.type
         path = str(loaded.paths.get("path", spec.path))

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .. import endpoints
 from ._common import NoWaitOpt, OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._lazy import module
 from .build import (
     BackendOpt,
     BaseImageOpt,
@@ -22,6 +22,8 @@ from .build import (
     run_create,
 )
 from .testing import deployment_test
+
+endpoints = module("bepbuild.endpoints")
 
 app = new_app("Batch deployments: a model, scoring code and environment built into one image.")
 

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .. import doctor as checks
 from ._common import OutputOpt, QueryOpt, emit, guarded, note
+from ._lazy import module
+
+checks = module("bepbuild.doctor")
 
 
 @guarded

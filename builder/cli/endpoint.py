@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import endpoints
 from ._common import (
     NoWaitOpt,
     OutputOpt,
@@ -21,7 +20,10 @@ from ._common import (
     note,
     store,
 )
+from ._lazy import module
 from .invoke import invoke
+
+endpoints = module("bepbuild.endpoints")
 
 app = new_app("Batch endpoints: a name and a default deployment that invoke routes to.")
 

@@ -7,13 +7,16 @@ from typing import Annotated
 
 import typer
 
-from .. import env_inventory, registry
 from ..errors import UserError
 from ..output import human_size
-from ..specs import load_environment
 from ._common import OutputOpt, QueryOpt, SetOpt, YesOpt, confirm, emit, guarded, new_app, note, store
+from ._lazy import module
 from ._refused import refuse
 from ._versioned import add_archive_and_restore, add_read_and_delete, add_update, checked_version, list_versions
+
+env_inventory = module("bepbuild.env_inventory")
+registry = module("bepbuild.registry")
+specs = module("bepbuild.specs")
 
 app = new_app("Environments: a base image plus a conda file, or a Docker build context.")
 
@@ -35,7 +38,7 @@ def create(
     version = checked_version(version)
     # The flag's value is set after the check, so a value YAML would read as another type stays a string.
     sets = list(set_ or [])
-    loaded = load_environment(file, sets=sets, name=name)
+    loaded = specs.load_environment(file, sets=sets, name=name)
     if version is not None:
         loaded.spec.version = version
     emit(registry.register_environment(store(), loaded, loaded.spec), output, query, "environment")
@@ -68,9 +71,10 @@ def list_(
 @app.command("prune")
 @guarded
 def prune(
-    min_age: Annotated[float, typer.Option(
-        "--min-age", help="Minutes: younger images are kept (a deploy running now may be about to use one).")
-    ] = env_inventory.DEFAULT_MIN_AGE / 60,
+    min_age: Annotated[float | None, typer.Option(
+        "--min-age", help="Minutes: younger images are kept (a deploy running now may be about to use one); "
+        "default 10.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")] = False,
     yes: YesOpt = False,
     output: OutputOpt = "json",
@@ -80,6 +84,8 @@ def prune(
 
     Only images bepbuild labelled are considered; an image a job may still run, or a container uses, stays.
     """
+    if min_age is None:
+        min_age = env_inventory.DEFAULT_MIN_AGE / 60
     if min_age < 0:
         raise UserError(f"must be 0 or more minutes, got {min_age:g}", field="--min-age")
     if not dry_run:

@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ..jobs import invoke_spec, service
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, note, store
+from ._lazy import module
 from ._progress import JobProgress
+
+invoke_spec = module("bepbuild.jobs.invoke_spec")
+service = module("bepbuild.jobs.service")
 
 
 @guarded

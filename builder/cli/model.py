@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .. import registry
 from ..errors import SpecError
-from ..specs import load_model
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, new_app, store
+from ._lazy import module
 from ._refused import refuse
 from ._versioned import add_archive_and_restore, add_read_and_delete, add_update, checked_version
+
+registry = module("bepbuild.registry")
+specs = module("bepbuild.specs")
 
 app = new_app("Models: versioned copies of a model file or folder.")
 
@@ -38,7 +40,7 @@ def create(
     tags: dict[str, str] = {}
     version = checked_version(version)
     if file is not None:
-        loaded = load_model(file, sets=set_ or [], name=name)
+        loaded = specs.load_model(file, sets=set_ or [], name=name)
         spec = loaded.spec
         assert spec.name
         name, src, type_ = spec.name, loaded.paths["path"], spec.type

@@ -9,8 +9,8 @@ import typer
 
 from .. import output
 from ..errors import UserError
-from ..testing import report, run
 from ._common import QueryOpt, SetOpt, emit, guarded, store
+from ._lazy import module
 from ._progress import build_status
 from .build import (
     BackendOpt,
@@ -23,6 +23,9 @@ from .build import (
     TemplatesOpt,
     options,
 )
+
+report = module("bepbuild.testing.report")
+run = module("bepbuild.testing.run")
 
 InputOpt = Annotated[str | None, typer.Option("--input", "-i", help="Files to score: a folder, a file, an http(s) "
                                                                      "URL or azureml:<data>.")]

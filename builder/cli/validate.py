@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..specs import load_any
-from ..specs.files import KINDS
+from ..kinds import KINDS
 from ._common import OutputOpt, QueryOpt, SetOpt, emit, guarded, warn
 
 
@@ -38,6 +37,8 @@ def validate(
         kwargs["skip_script_validation"] = skip_script_validation
     if kind == "conda":
         kwargs = {}
+    from ..specs import load_any
+
     loaded = load_any(file, kind, **kwargs)
     for w in loaded.warnings:
         warn(w)

@@ -218,7 +218,6 @@ def check_script_syntax(deployment: str, script: Path) -> None:
         raise SpecError(f"scoring script {display_name(script)} is not valid Python: {e}") from e
 
 
-KINDS = ("endpoint", "deployment", "model", "environment", "data", "compute", "conda")
 
 
 def detect_kind(path: str | Path) -> str:
