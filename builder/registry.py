@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, owners
 from .errors import SpecError, UserError
 from .hashing import is_executable, read_only_mode, stamp, tree_sha256, walk_files
 from .mlflow_models import check_model
@@ -63,6 +63,51 @@ def _unregistered(store: Store, kind: str, name: str, version: str | None, doc: 
 
 def _staging_root() -> Path:
     return config.assets_dir() / STAGING
+
+
+OWNER_SUFFIX = ".owner"  # <staging folder>.owner: the process copying into it (owners.owner)
+UNOWNED_SWEEP_SECONDS = 86400.0  # an unmarked staging folder (an earlier bepbuild's) is swept after a day
+
+
+def _new_staging(root: Path, prefix: str = "tmp-", *, make: bool = True) -> Path:
+    """A new folder in `root` for a copy on its way into the registry (`make`: made here, else only
+    named). In the registry's staging area its maker is written beside it first (`<folder>.owner`),
+    so a registration killed half way leaves nothing for ever: the next one sweeps it (`_sweep_staging`)."""
+    folder = root / f"{prefix}{uuid.uuid4().hex}"
+    if root == _staging_root():
+        folder.with_name(folder.name + OWNER_SUFFIX).write_text(owners.owner() + "\n")
+    if make:
+        folder.mkdir()
+    return folder
+
+
+def _done_staging(folder: Path) -> None:
+    """The staging folder was moved into place or removed: drop its owner mark."""
+    folder.with_name(folder.name + OWNER_SUFFIX).unlink(missing_ok=True)
+
+
+def _sweep_staging() -> None:
+    """Remove what killed registrations left in the staging area: folders whose maker is gone, and
+    unmarked ones (left by an earlier bepbuild) older than a day."""
+    root = _staging_root()
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return
+    now = time.time()
+    for n in names:
+        path = root / n
+        try:
+            if n.endswith(OWNER_SUFFIX):
+                if owners.owner_gone(path.read_text().strip()):
+                    folder = path.with_name(n[: -len(OWNER_SUFFIX)])
+                    if os.path.lexists(folder):
+                        config.remove_owned(folder, root)
+                    path.unlink(missing_ok=True)
+            elif not os.path.lexists(root / (n + OWNER_SUFFIX)) and now - path.lstat().st_mtime > UNOWNED_SWEEP_SECONDS:
+                config.remove_owned(path, root)
+        except OSError:
+            continue  # gone meanwhile (another sweep), or not removable now: the next registration tries again
 
 
 def _check_name_version(kind: str, name: str, version: str | None) -> None:
@@ -118,7 +163,9 @@ def _stage(src: Path, what: str, root: Path | None = None) -> Path:
         raise UserError(f"{what} path {src}: {e}") from e
     root = root or _staging_root()
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root))
+    if root == _staging_root():
+        _sweep_staging()
+    staging = _new_staging(root)
     dest = staging / src.name
     try:
         if src.is_dir():
@@ -130,6 +177,7 @@ def _stage(src: Path, what: str, root: Path | None = None) -> Path:
             stamp(p)
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        _done_staging(staging)
         if isinstance(e, OSError):
             raise UserError(f"{what} path {src}: cannot copy it into the registry: {_why(e)}") from None
         if isinstance(e, ValueError):  # the source changed under the copy (a link appeared)
@@ -153,9 +201,9 @@ def _commit(store: Store, kind: str, name: str, version: str | None, doc: dict[s
         final = config.owned_path(assets, KIND_DIRS[kind], stored_name, new_version)
         final.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(final):
-            done["aside"] = _staging_root() / f"stale-{uuid.uuid4().hex}"
-            os.rename(final, done["aside"])
-            done["old"] = final
+            aside = _new_staging(_staging_root(), "stale-", make=False)
+            os.rename(final, aside)
+            done["aside"], done["old"] = aside, final
         os.rename(staging, final)
         done["final"] = final
         return str(final / staged.name)
@@ -168,12 +216,16 @@ def _commit(store: Store, kind: str, name: str, version: str | None, doc: dict[s
             config.remove_owned(done["final"], assets)
         if "aside" in done:
             os.rename(done["aside"], done["old"])
+            _done_staging(done["aside"])
         shutil.rmtree(staging, ignore_errors=True)
+        _done_staging(staging)
         raise
     if "aside" in done:
         config.remove_owned(done["aside"], _staging_root())
+        _done_staging(done["aside"])
     if not created:  # an identical version was registered meanwhile: the copy is not needed
         config.remove_owned(staging, _staging_root())
+    _done_staging(staging)
     return record
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from .. import config, images, naming
 from ..errors import EngineError, NotFoundError
 from ..jobs import isolation
+from ..owners import owner, owner_gone
 
 TEST_LABEL = "io.bepbuild.test"  # the scratch folder's name
 SCRATCH_LABEL = "io.bepbuild.test-scratch"  # its absolute path
@@ -54,44 +55,6 @@ class Ran:
 
 
 # -- owners and leftovers ---------------------------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def owner(pid: int | None = None) -> str:
-    """`<host>:<boot id>:<pid>:<start time>` of a process: names it for as long as it lives, never a later one."""
-    import socket
-
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{_boot_id()}:{pid}:{_start_time(pid)}"
-
-
-def owner_gone(who: str) -> bool:
-    """Whether the process `who` (an `owner()`) has ended; False when this machine cannot tell (another host's)."""
-    import socket
-
-    try:
-        host, boot, pid, start = who.rsplit(":", 3)
-        number = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname() or "unknown" in (boot, _boot_id()) or start == "None":
-        return False
-    if boot != _boot_id():
-        return True  # made before this machine last started
-    return _start_time(number) != start
 
 
 def new_scratch() -> Path:

@@ -427,3 +427,39 @@ def test_downloaded_model_files_are_the_users_to_change(model: Path, tmp_path: P
     got = registry.download_model(s, "mm", "1", None, tmp_path / "dl")
     files = [p for p in got.rglob("*") if p.is_file()]
     assert len(files) == 2 and all(p.stat().st_mode & stat.S_IWUSR for p in files)
+
+
+# -- a registration killed while copying leaves nothing for ever ---------------------------------------------
+
+DIE_WHILE_COPYING = """
+import os, sys
+from bepbuild import registry
+
+def die(path):  # the registration is killed while it freezes the copy
+    os._exit(137)
+
+registry.stamp = die
+from bepbuild.cli import main
+sys.argv = ["bepbuild", "model", "create", "--name", "killed", "--path", sys.argv[1]]
+main()
+"""
+
+
+def test_staging_folders_of_a_killed_registration_are_swept(model: Path) -> None:
+    staging = config.assets_dir() / registry.STAGING
+    died = subprocess.run([sys.executable, "-c", DIE_WHILE_COPYING, str(model)], capture_output=True, text=True)
+    assert died.returncode == 137, died.stderr
+    left = sorted(os.listdir(staging))
+    assert len(left) == 2 and left[1] == left[0] + registry.OWNER_SUFFIX, left  # the copy, and who made it
+    old = staging / "tmpabc123"  # an earlier bepbuild's, unmarked: swept once a day old
+    (old / "m1").mkdir(parents=True)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    fresh = staging / "tmpfresh"  # unmarked and recent: perhaps a copy an earlier bepbuild is making now
+    fresh.mkdir()
+    mine = registry._new_staging(staging)  # a live registration's (this process)
+    s = Store.open()
+    try:
+        registry.register_model(s, name="mm", path=model)
+    finally:
+        s.close()
+    assert sorted(os.listdir(staging)) == sorted([fresh.name, mine.name, mine.name + registry.OWNER_SUFFIX])
