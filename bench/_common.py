@@ -150,6 +150,40 @@ class Home:
         return launched, seconds, job
 
 
+# -- the writer thread and its baseline ----------------------------------------------------------
+# The runtime records each finished mini-batch in a writer thread (runtime/writer.py) while run() is
+# longer than that work; this variable set to 0 in a deployment's environment_variables makes its
+# workers always do it themselves between two run() calls, as before: the baseline measured in the
+# same run.
+SEQUENTIAL_ENV = {"BEPBUILD_WRITER_DEPTH": "0"}
+
+
+class DiskLoad:
+    """A known background disk load (bench/_disk_load.py) while the `with` block runs: `mb_per_s`
+    written in 1 MiB fsynced chunks and `files_per_s` small files created, on the disk of /tmp."""
+
+    def __init__(self, root: Path, mb_per_s: float = 20.0, files_per_s: float = 200.0) -> None:
+        self.root, self.mb_per_s, self.files_per_s = root, mb_per_s, files_per_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def describe(self) -> str:
+        return f"{self.mb_per_s:g} MB/s in fsynced 1 MiB writes + {self.files_per_s:g} file creations/s"
+
+    def __enter__(self) -> DiskLoad:
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_disk_load.py"),
+                                      str(self.root / "disk-load"), "--mb-per-s", str(self.mb_per_s),
+                                      "--files-per-s", str(self.files_per_s)])
+        time.sleep(1.0)  # let its writeback start
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+        os.sync()
+
+
 # -- inputs --------------------------------------------------------------------------------------
 def tiny_files(folder: Path, n: int, size: int = 8) -> Path:
     """`n` small files named f0000000.txt..., `size` bytes each."""
@@ -193,15 +227,21 @@ def run(mini_batch):
 '''
 
 
-def noop_deployment(folder: Path, endpoint: str = "bench-noop", workers: int = 1) -> Path:
-    """A deployment whose image is the base image's Python only (no packages) and whose run() is a no-op."""
+def noop_deployment(folder: Path, endpoint: str = "bench-noop", workers: int = 1, name: str = "noop-dpl",
+                    env: dict[str, str] | None = None) -> Path:
+    """A deployment whose image is the base image's Python only (no packages) and whose run() is a no-op.
+
+    `name` and `env` (its environment_variables) make variants of it on the same endpoint and image.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "code").mkdir(parents=True, exist_ok=True)
     (folder / "model").mkdir(exist_ok=True)
     (folder / "code" / "score.py").write_text(NOOP_SCRIPT)
     (folder / "model" / "weights.txt").write_text("no weights\n")
     (folder / "endpoint.yml").write_text(f"name: {endpoint}\ndescription: bench no-op endpoint\n")
+    env_yaml = "".join(f"\n    {k}: \"{v}\"" for k, v in (env or {}).items())
     (folder / "deployment.yml").write_text(f"""\
-name: noop-dpl
+name: {name}
 endpoint_name: {endpoint}
 type: model
 model:
@@ -223,7 +263,7 @@ settings:
   retry_settings:
     max_retries: 3
     timeout: 30
-""")
+""" + (f"  environment_variables:{env_yaml}\n" if env_yaml else ""))
     return folder / "deployment.yml"
 
 
@@ -232,6 +272,18 @@ def torch_deployment(folder: Path) -> Path:
     shutil.copy(MNIST / "endpoint.yml", folder / "endpoint.yml")
     shutil.copytree(TORCH_DPL, folder / "deployment-torch", ignore=shutil.ignore_patterns("__pycache__"))
     return folder / "deployment-torch" / "deployment.yml"
+
+
+def variant_deployment(deployment_yml: Path, name: str, env: dict[str, str]) -> Path:
+    """A sibling of `deployment_yml` (same code, model and image) named `name`, with `env` added to
+    its settings' environment_variables (the file must end inside its `settings:` block)."""
+    text = deployment_yml.read_text()
+    old_name = next(line for line in text.splitlines() if line.startswith("name: "))
+    text = text.replace(old_name, f"name: {name}", 1).rstrip("\n") + "\n  environment_variables:\n"
+    text += "".join(f'    {k}: "{v}"\n' for k, v in env.items())
+    out = deployment_yml.with_name(f"deployment-{name}.yml")
+    out.write_text(text)
+    return out
 
 
 # -- what a finished job folder tells ------------------------------------------------------------

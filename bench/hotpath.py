@@ -13,7 +13,11 @@ the same second, so their ratios hold even when the absolute numbers move.
 - merge: queue.merge_results of 2,000 result files (20,000 rows), streamed;
 - host poll: one ProgressReader.read() on a 2,000-mini-batch queue (news only), and the
   supervisor's looks_empty();
-- write_queue: 20,000 items into 2,000 mini-batch files.
+- write_queue: 20,000 items into 2,000 mini-batch files;
+- progress at scale (--progress-batches, default 100,000 mini-batches, half of them done): one
+  ProgressReader.read() as the host polls it (20 new records each time) and a first read (what
+  `job show` pays once per process), against the reader as it was (it listed pending/ and filtered
+  every name in Python, and read records with open()); and queue.counts() asked twice.
 
     .venv/bin/python bench/hotpath.py [--batches 2000] [--reps 5] [--json FILE]
 """
@@ -50,6 +54,70 @@ def old_complete(job: str, worker: str, batch: dict, text: str | None, succeeded
     _fs.unlink_quiet(folder + "/" + bid + ".json")
 
 
+class OldProgressReader(queue.ProgressReader):
+    """ProgressReader.read() as it was: pending/ listed and filtered in Python, records read with open()."""
+
+    def _scan(self, sub: str) -> tuple[int, int, int]:
+        seen, sums = self._seen[sub], self._sums[sub]
+        folder = layout.path(self.job_dir, sub)
+        for name in _fs.listdir(folder):
+            if name in seen or not _fs.is_claim(name):
+                continue
+            try:
+                with open(os.path.join(folder, name), "rb") as f:
+                    rec = json.loads(f.read())
+            except (FileNotFoundError, ValueError):
+                continue
+            seen.add(name)
+            sums[0] += int(rec.get("succeeded", 0))
+            sums[1] += int(rec.get("failed", 0))
+        return len(seen), sums[0], sums[1]
+
+    def read(self) -> queue.QueueCounts:
+        if self._total is None:
+            self._total = _fs.total_count(self.job_dir)
+        pending = sum(1 for n in _fs.listdir(layout.path(self.job_dir, layout.PENDING_DIR)) if _fs.is_claim(n))
+        running_dir = layout.path(self.job_dir, layout.RUNNING_DIR)
+        running = sum(1 for w in _fs.listdir(running_dir)
+                      for n in _fs.listdir(os.path.join(running_dir, w)) if _fs.is_claim(n))
+        done, ok_done, bad_done = self._scan(layout.DONE_DIR)
+        failed, _, bad_failed = self._scan(layout.FAILED_DIR)
+        return queue.QueueCounts(self._total, pending, running, done, failed, ok_done, bad_done + bad_failed)
+
+
+def progress_at_scale(root: Path, batches: int, reps: int, add: Callable[[str, float], None]) -> None:
+    """Reads of a queue of `batches` mini-batches, half done, old and new readers alternated."""
+    job = str(root / "progress")
+    queue.write_queue(job, (f"f{i:07d}" for i in range(batches)), 1)
+    claimer = queue.Claimer(job, "i.0")
+    for _ in range(batches // 2):
+        queue.complete(job, "i.0", claimer.claim(), None, 1)
+    os.sync()
+    for _ in range(reps):
+        for kind, cls in (("old", OldProgressReader), ("new", queue.ProgressReader)):
+            reader = cls(job)
+            t = time.perf_counter()
+            reader.read()
+            add(f"progress_first_{kind}", time.perf_counter() - t)
+            polls = []
+            for _ in range(5):
+                for _ in range(20):
+                    queue.complete(job, "i.0", claimer.claim(), None, 1)
+                t = time.perf_counter()
+                reader.read()
+                polls.append((time.perf_counter() - t) * 1000)
+            add(f"progress_poll_{kind}", sorted(polls)[len(polls) // 2])
+    t = time.perf_counter()
+    queue.counts(job)
+    add("counts_first", time.perf_counter() - t)
+    queue.complete(job, "i.0", claimer.claim(), None, 1)
+    t = time.perf_counter()
+    queue.counts(job)
+    add("counts_again_ms", (time.perf_counter() - t) * 1000)
+    shutil.rmtree(job)
+    os.sync()
+
+
 def fresh_job(root: Path, batches: int) -> str:
     job = root / f"job-{time.monotonic_ns()}"
     queue.ensure_dirs(job)
@@ -83,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/hotpath.py", description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, default=2000)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--progress-batches", type=int, default=100_000, help="0: skip the progress reads at scale")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     import numpy as np
@@ -138,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             add("write_queue_ms", (time.perf_counter() - t) * 1000)
             shutil.rmtree(fresh)
             os.sync()
+        if args.progress_batches:
+            progress_at_scale(root, args.progress_batches, max(1, args.reps // 2), add)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -158,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
          ""],
         [f"write_queue: {args.batches * 10} items -> {args.batches} files", c.fmt(r["write_queue_ms"], 1) + " ms", ""],
     ]
+    if args.progress_batches:
+        n = f"{args.progress_batches:,} mini-batches, half done"
+        old_poll, new_poll = c.stats(r["progress_poll_old"])[0], c.stats(r["progress_poll_new"])[0]
+        old_first, new_first = c.stats(r["progress_first_old"])[0], c.stats(r["progress_first_new"])[0]
+        rows += [
+            [f"host poll at {n}, 20 new records (before)", c.fmt(r["progress_poll_old"], 1) + " ms", "1.00"],
+            [f"host poll at {n}, 20 new records (now)", c.fmt(r["progress_poll_new"], 1) + " ms",
+             f"{new_poll / old_poll:.2f}"],
+            [f"first read at {n} (before)", c.fmt(r["progress_first_old"], 2) + " s", "1.00"],
+            [f"first read at {n} (now)", c.fmt(r["progress_first_new"], 2) + " s", f"{new_first / old_first:.2f}"],
+            [f"queue.counts() at {n}: first call / asked again (job show, pollers)",
+             f"{c.stats(r['counts_first'])[0]:.2f} s / {c.stats(r['counts_again_ms'])[0]:.1f} ms", ""],
+        ]
     print(c.table(["step", "cost", "x before"], rows))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1) + "\n")
