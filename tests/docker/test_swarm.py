@@ -77,7 +77,10 @@ def test_mnist_on_three_swarm_instances_matches_the_docker_backend(swarm: None, 
     pred = read_predictions(job["output_file"], ["file", "class", "probability"])
     assert_exactly_once(pred, samples)
     assert list(pred["file"]) == samples  # merged in mini-batch order
-    assert {r["Process"].rpartition(".")[0] for r in processed(job)} == {"instance-0", "instance-1", "instance-2"}
+    # Three instances ran (a service each); which of them scored what depends on how fast each one started.
+    node = Path(job["job_dir"]) / layout.LOG_SYS_NODE
+    assert sorted(p.name for p in node.iterdir()) == ["instance-0", "instance-1", "instance-2"]
+    assert {r["Process"].rpartition(".")[0] for r in processed(job)} <= {"instance-0", "instance-1", "instance-2"}
     assert_gone(job)
 
     bep("compute", "create", "-n", "batch-cluster", "--max-instances", "3", "-o", "none")  # this engine now
