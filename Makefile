@@ -9,6 +9,8 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# the pip a venv starts with (23.x) fails to resolve azure-ai-ml's OpenTelemetry pins (InconsistentCandidate)
+	$(BIN)/pip install -q --disable-pip-version-check 'pip==26.3'
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
 

@@ -22,6 +22,7 @@ from bepbuild_runtime import layout
 from .. import naming
 from ..errors import EngineError, JobError
 from . import isolation
+from .hostlock import open_in_job
 
 JOB_LABEL = "io.bepbuild.job"
 JOB_DIR_LABEL = "io.bepbuild.job-dir"
@@ -101,7 +102,7 @@ class ProcessBackend:
         # The scoring code imports its sibling modules; the runtime itself must come from here.
         runtime_parent = str(Path(__import__("bepbuild_runtime").__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (runtime_parent, str(plan.code_dir), env.get("PYTHONPATH")) if p)
-        log = open(plan.job_dir / layout.LOGS_DIR / f"{instance}.process.txt", "ab")  # noqa: SIM115
+        log = open(plan.job_dir / layout.instance_log(instance, "process"), "ab")  # noqa: SIM115
         cmd = [sys.executable, "-m", "bepbuild_runtime", "--job-dir", str(plan.job_dir), "--input-dir",
                str(plan.input_root), "--instance", instance, "--code-dir", str(plan.code_dir),
                "--scoring-script", plan.scoring_script]
@@ -288,9 +289,10 @@ class DockerBackend:
             data = c.logs(stdout=True, stderr=True)
         except Exception:
             return
-        target = plan.job_dir / layout.LOGS_DIR / f"{instance}.container.txt"
-        try:  # never through a link: the container may write into the job folder
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        target = plan.job_dir / layout.instance_log(instance, "docker")
+        try:  # never through a link: the container may write into the job folder (logs/ itself, for a non-root host)
+            fd = open_in_job(plan.job_dir, target.relative_to(plan.job_dir).as_posix(),
+                             os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         except OSError:
             return
         with open(fd, "ab") as f:
@@ -335,7 +337,7 @@ class DockerBackend:
 
 
 def _pid_file(instance: str) -> str:
-    return f"{layout.CONTROL_DIR}/{instance}.process.pid"
+    return layout.instance_pid_file(instance)
 
 
 def _group_members(pgid: int) -> list[int]:

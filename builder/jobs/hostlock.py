@@ -31,7 +31,7 @@ class HostLock:
     @classmethod
     def acquire(cls, job_dir: Path) -> HostLock:
         """Take the lock, or raise ConflictError naming the host that holds it."""
-        fd = open_nofollow(job_dir / layout.HOST_LOCK, os.O_RDWR | os.O_CREAT)
+        fd = open_in_job(job_dir, layout.HOST_LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -86,6 +86,30 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
             raise
     os.unlink(path)
     return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+def open_in_job(job_dir: Path, rel: str, flags: int, mode: int = 0o644) -> int:
+    """os.open of `job_dir/rel` through no link below the job folder (the runtime's `_fs.open_beneath`:
+    a link in place of a folder on the way, or of the file, is replaced). A non-root host's containers
+    run as the host user and may replace control/ or logs/ whole with a link: protecting the last
+    name only would still send the host's lock, flags and log lines into the folder it names."""
+    from bepbuild_runtime._fs import open_beneath
+
+    return open_beneath(str(job_dir), rel, flags, mode)
+
+
+def unlink_in_job(job_dir: Path, rel: str) -> None:
+    """Remove `job_dir/rel` (a missing one is fine), reaching its folder through no link."""
+    from bepbuild_runtime._fs import open_dir_beneath
+
+    folder, _, name = rel.rpartition("/")
+    fd = open_dir_beneath(str(job_dir), folder)
+    try:
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # Locks this process holds, by job folder: taken by a check (resume, invoke), used by the run.

@@ -47,8 +47,8 @@ def resume(store: Store, name: str) -> Path:
         if make(doc["backend"], doc).alive(doc):
             raise ConflictError(f"job {name} is still running on its instances (no host watches it, they finish it "
                                 f"themselves): follow it with `bepbuild job stream --name {name}`, or cancel it")
-        (job_dir / layout.CANCEL_FLAG).unlink(missing_ok=True)
-        (job_dir / layout.OUTCOME_FILE).unlink(missing_ok=True)  # of the run that ended Failed or Canceled
+        hostlock.unlink_in_job(job_dir, layout.CANCEL_FLAG)
+        hostlock.unlink_in_job(job_dir, layout.OUTCOME_FILE)  # of the run that ended Failed or Canceled
         if queue.total_count(job_dir) is None:
             _snapshot_again(store, job_dir, doc)
         pinning.check_runnable(doc)  # the image or snapshot it was invoked with, or one line: it is gone
@@ -162,7 +162,7 @@ def cancel(store: Store, name: str) -> dict[str, Any]:
     if job.get("status") in records.FINAL:
         raise ConflictError(f"job {name} already ended: {job['status']}")
     job_dir = Path(job["job_dir"])
-    (job_dir / layout.CANCEL_FLAG).touch()
+    os.close(hostlock.open_in_job(job_dir, layout.CANCEL_FLAG, os.O_WRONLY | os.O_CREAT))
     store.update_job(name, cancel_requested=True)
     try:
         with hostlock.host_lock(job_dir):

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from bepbuild_runtime import layout
 
-from .hostlock import open_nofollow
+from .hostlock import open_in_job, open_nofollow
 
 
 def write_file(path: Path, text: str) -> None:
@@ -108,9 +108,7 @@ def _write_in_job(job_dir: Path, rel: str, text: str) -> None:
 def note(job_dir: Path, message: str) -> None:
     """A timestamped line in the host's log (`logs/host.txt`): what the host decided, and why."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = job_dir / layout.LOG_HOST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    fd = open_in_job(job_dir, layout.LOG_HOST, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, f"{stamp} host {os.getpid()}: {message}\n".encode("utf-8", "backslashreplace"))
     finally:

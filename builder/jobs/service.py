@@ -307,7 +307,7 @@ def _start_detached(store: Store, name: str, started_within: float) -> int:
     lock = hostlock.held(job_dir)
     if lock is not None:
         cmd += ["--lock-fd", str(lock.fd)]
-    log = hostlock.open_nofollow(job_dir / layout.LOG_HOST, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    log = hostlock.open_in_job(job_dir, layout.LOG_HOST, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                                 env=os.environ.copy(), pass_fds=(lock.fd,) if lock is not None else ())

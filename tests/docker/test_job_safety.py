@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -217,3 +219,57 @@ def test_an_output_folder_the_user_made_keeps_its_owner_and_files(deploy, jobs: 
     job = invoke(dep, inputs, "--output-path", str(tmp_path / "made" / "here"), jobs=jobs)
     assert job["status"] == "Completed" and not job.get("instance_output_dir"), job
     assert sorted(p.name for p in (tmp_path / "made" / "here" / "parts").iterdir()) == sorted(f"{n}.out" for n in names)
+
+
+# -- a host whose containers run as its own user never writes through folders they replaced --------------
+
+# Run as a host whose containers run as the host user itself (a non-root host in the docker group):
+# here root, with containers as uid 0 (every capability dropped, as always), so they own the job
+# folder as a non-root host's containers own that user's, and may replace control/ or logs/ whole.
+AS_HOST_USER = """
+import os, sys
+from bepbuild.jobs import outputs
+
+def same_user(job_dir, out_dir, *, made, backend):
+    return f"{os.getuid()}:{os.getgid()}", None
+
+outputs.share_with_containers = same_user
+from bepbuild.cli import main
+sys.argv = ["bepbuild", *sys.argv[1:]]
+main()
+"""
+
+RELINK = """
+import os
+
+JOB = os.environ["BEPBUILD_JOB_DIR"]
+ELSEWHERE = @ELSEWHERE@  # a folder of the host no container sees
+
+def init():
+    for rel in ("control", "logs"):
+        if not os.path.islink(os.path.join(JOB, rel)):
+            os.rename(os.path.join(JOB, rel), os.path.join(JOB, rel + ".moved." + str(os.getpid())))
+            os.symlink(ELSEWHERE, os.path.join(JOB, rel))
+
+def run(mini_batch):
+    return [os.path.basename(p) for p in mini_batch]
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: it runs the containers as the host user, uid 0")
+def test_folders_replaced_by_links_in_a_container_never_lead_the_host_elsewhere(deploy, jobs: list[str],
+                                                                                 tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dep = deploy(RELINK.replace("@ELSEWHERE@", repr(str(elsewhere))))
+    name = f"job-{uuid.uuid4().hex[:12]}"
+    jobs.append(name)
+    res = subprocess.run([sys.executable, "-c", AS_HOST_USER, "batch-endpoint", "invoke", "--name", dep.endpoint,
+                          "--input", str(make_inputs(tmp_path / "in", numbered(3))), "--job-name", name, "-q",
+                          "-o", "json"], capture_output=True, text=True, timeout=300,
+                         # its supervisor cannot write its logs any more: killed when silent, soon
+                         env={**os.environ, "BEPBUILD_PROGRESS_UPDATE_TIMEOUT": "15"})
+    job_dir = config.jobs_dir() / name
+    assert json.loads((job_dir / layout.JOB_FILE).read_text())["status"] in ("Completed", "Failed"), res.stderr
+    assert list(elsewhere.iterdir()) == []  # the host's container log, reports and lock stayed in the job folder
+    assert (job_dir / layout.LOGS_DIR).is_dir() and not (job_dir / layout.LOGS_DIR).is_symlink()

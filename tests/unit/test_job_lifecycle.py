@@ -330,6 +330,38 @@ def test_links_left_in_the_job_folder_are_never_written_through(tmp_path: Path) 
     assert not (job_dir / layout.HOST_LOCK).is_symlink() and not (job_dir / layout.LOG_HOST).is_symlink()
 
 
+def test_the_host_never_writes_through_whole_folders_replaced_by_links(tmp_path: Path) -> None:
+    """A non-root host's containers run as the host user and may replace control/, logs/ or state/
+    whole with a link to a folder of the host: the host's lock, cancel flag, log lines and the flags
+    a resume removes must stay in the job folder (a link on the last name only would not do)."""
+    from bepbuild.jobs import hostlock, lifecycle, reports
+
+    register()
+    make_inputs(tmp_path / "in", 2)
+    job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--job-name", "relinked")["job_dir"])
+    victim = tmp_path / "host-folder"
+    victim.mkdir()
+    for name in ("cancel", "host.lock", "host.txt", "outcome.json", "job_result.txt"):
+        (victim / name).write_text("keep\n")
+    before = {p.name: p.read_text() for p in victim.iterdir()}
+    for rel in (layout.CONTROL_DIR, layout.LOGS_DIR, layout.STATE_DIR):
+        os.rename(job_dir / rel, job_dir / f"{rel}.moved")
+        (job_dir / rel).symlink_to(victim)
+    store = Store.open()
+    try:
+        store.update_job("relinked", status="Running")
+        Cli()("job", "cancel", "--name", "relinked")  # the flag, the host lock, the reports of its end
+        reports.note(job_dir, "a line of the host")
+        store.update_job("relinked", status="Failed")
+        lifecycle.resume(store, "relinked")  # removes control/cancel and state/outcome.json
+        hostlock.release(job_dir)
+    finally:
+        store.close()
+    assert {p.name: p.read_text() for p in victim.iterdir()} == before
+    for rel in (layout.CONTROL_DIR, layout.LOGS_DIR, layout.STATE_DIR):
+        assert (job_dir / rel).is_dir() and not (job_dir / rel).is_symlink()
+
+
 def test_the_host_neither_writes_nor_reads_its_logs_through_links(tmp_path: Path) -> None:
     """Links a scoring script leaves where the host writes job.json and its logs, and among the logs
     it copies into job_error.txt / processed_mini-batches.csv: never followed."""
