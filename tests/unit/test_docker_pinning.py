@@ -2,7 +2,7 @@
 image a job is pinned to, the one line when that image is gone, and which images a redeploy keeps.
 
 The real engine's side of the same (a redeploy and a resume, two jobs with a long common prefix)
-is in tests/docker/test_job_safety.py.
+is in tests/docker/test_job_safety_docker.py.
 """
 
 from __future__ import annotations
