@@ -289,14 +289,7 @@ class DockerBackend:
             data = c.logs(stdout=True, stderr=True)
         except Exception:
             return
-        target = plan.job_dir / layout.instance_log(instance, "docker")
-        try:  # never through a link: the container may write into the job folder (logs/ itself, for a non-root host)
-            fd = open_in_job(plan.job_dir, target.relative_to(plan.job_dir).as_posix(),
-                             os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        except OSError:
-            return
-        with open(fd, "ab") as f:
-            f.write(data)
+        append_instance_log(plan, instance, "docker", data)
 
     def running(self) -> list[str]:
         return list(self.containers)
@@ -334,6 +327,17 @@ class DockerBackend:
         for c in found:
             c.remove(force=True)
         return len(found)
+
+
+def append_instance_log(plan: InstancePlan, instance: str, backend: str, data: bytes) -> None:
+    """Append what an instance printed to its log in the job folder, never through a link: the
+    instance may write into the job folder (logs/ itself, for a non-root host)."""
+    try:
+        fd = open_in_job(plan.job_dir, layout.instance_log(instance, backend), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except OSError:
+        return
+    with open(fd, "ab") as f:
+        f.write(data)
 
 
 def _pid_file(instance: str) -> str:

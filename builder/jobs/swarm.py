@@ -28,8 +28,7 @@ from bepbuild_runtime import layout
 
 from .. import naming
 from ..errors import EngineError, JobError
-from .backends import INSTANCE_LABEL, JOB_DIR_LABEL, JOB_LABEL, InstancePlan
-from .hostlock import open_in_job
+from .backends import INSTANCE_LABEL, JOB_DIR_LABEL, JOB_LABEL, InstancePlan, append_instance_log
 
 GPU_KIND = "NVIDIA-GPU"  # the generic resource GPU nodes advertise (node-generic-resources)
 STOP_GRACE_SECONDS = 15  # as the docker backend's stop: SIGTERM, then SIGKILL
@@ -247,14 +246,7 @@ class SwarmBackend:
             data = b"".join(self.api.service_logs(service, stdout=True, stderr=True))
         except Exception:
             return
-        target = plan.job_dir / layout.instance_log(instance, "swarm")
-        try:  # never through a link: the task may write into the job folder (logs/ itself, for a non-root host)
-            fd = open_in_job(plan.job_dir, target.relative_to(plan.job_dir).as_posix(),
-                             os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        except OSError:
-            return
-        with open(fd, "ab") as f:
-            f.write(data)
+        append_instance_log(plan, instance, "swarm", data)
 
     def running(self) -> list[str]:
         return list(self.services)

@@ -40,15 +40,21 @@ def run(mini_batch):
 """
 
 
-def registry_state() -> tuple[str, list[str]]:
-    """The registry database's content and the registry's files: what `bepbuild test` must not change
-    (opening the registry creates an empty one, as every command does)."""
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def registry_state() -> tuple[str, list[str], list[str], list[str]]:
+    """The registry database's content, the registry's files, the jobs folder and the scratch folder:
+    what `bepbuild test` must not change or add to (opening the registry creates an empty one, as
+    every command does). Homes are shared by the session's docker tests: others' jobs may be there."""
     s = Store.open()
     dump = "\n".join(s.conn.iterdump())
     s.close()
     assets = config.assets_dir()
     files = sorted(str(p.relative_to(assets)) for p in assets.rglob("*")) if assets.exists() else []
-    return hashlib.sha256(dump.encode()).hexdigest(), files
+    return (hashlib.sha256(dump.encode()).hexdigest(), files, listing(config.jobs_dir()),
+            listing(config.scratch_dir()))
 
 
 def probe_containers() -> list[str]:
@@ -57,11 +63,11 @@ def probe_containers() -> list[str]:
     return out.split()
 
 
-def assert_left_nothing(before: tuple[str, list[str]]) -> None:
-    assert registry_state() == before, "bepbuild test changed the registry"
-    assert not config.jobs_dir().exists(), "bepbuild test made a jobs folder"
-    scratch = config.scratch_dir()
-    assert not scratch.exists() or not any(scratch.iterdir()), list(scratch.iterdir())
+def assert_left_nothing(before: tuple[str, list[str], list[str], list[str]]) -> None:
+    after = registry_state()
+    assert after[:2] == before[:2], "bepbuild test changed the registry"
+    assert after[2] == before[2], "bepbuild test made a job folder"
+    assert set(after[3]) <= set(before[3]), f"bepbuild test left scratch folders: {after[3]}"
 
 
 def run_test_json(*args: str, code: int = 0, timeout: float = 1800) -> Any:
