@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bepbuild_runtime import layout, queue
+from bepbuild_runtime.worker import _Pace
 from bepbuild_runtime.writer import Writer
 
 
@@ -73,3 +74,71 @@ def test_a_dead_worker_pays_a_try_only_for_the_mini_batch_in_run(tmp_path: Path)
     for batch in (finished, ahead):
         assert json.loads((job / layout.PENDING_DIR / f"{batch['id']}.json").read_text()) == batch  # untouched
     assert not (job / layout.PENDING_DIR / f"{recorded['id']}.json").exists()
+
+
+# -- whether the worker hands its file work to the thread (worker._Pace) ---------------------------------
+
+
+def simulate(cadence: dict[bool, float], batches: int, run_seconds: float = 0.004,
+             file_seconds: float = 0.0003) -> list[bool]:
+    """The modes a worker's _Pace picks over `batches` mini-batches whose cadence (one run() start to
+    the next) is cadence[mode]: a clock of its own, advanced as a worker's would be."""
+    now = [0.0]
+    pace = _Pace(clock=lambda: now[0])
+    modes = []
+    for _ in range(batches):
+        mode = pace.overlap()
+        modes.append(mode)
+        pace.ran(run_seconds)
+        pace.filed(file_seconds)
+        now[0] += cadence[mode]
+    return modes
+
+
+def test_the_worker_keeps_the_mode_whose_cadence_is_shorter() -> None:
+    p = _Pace
+    trial_end = p.WARM_UP + 4 * p.BLOCK
+    # run() slowed by the thread beside it (torch's threads on every core): inline is faster
+    modes = simulate({True: 0.0050, False: 0.0042}, trial_end + 200)
+    assert True in modes[p.WARM_UP:trial_end] and False in modes[p.WARM_UP:trial_end]  # both were tried
+    assert not any(modes[trial_end + 1:])
+    # a run() that waits (a GPU, a remote call): the file work hidden behind it is faster
+    modes = simulate({True: 0.0040, False: 0.0046}, trial_end + 200)
+    assert all(modes[trial_end + 1:])
+
+
+def test_the_trial_comes_again_as_the_load_changes() -> None:
+    now = [0.0]
+    pace = _Pace(clock=lambda: now[0])
+    cadence = {True: 0.0050, False: 0.0042}
+    modes = []
+    for i in range(_Pace.WARM_UP + 4 * _Pace.BLOCK + _Pace.RETRY + 4 * _Pace.BLOCK + 10):
+        if i == _Pace.RETRY:
+            cadence = {True: 0.0040, False: 0.0046}  # the machine's neighbours went quiet
+        mode = pace.overlap()
+        modes.append(mode)
+        pace.ran(0.004)
+        pace.filed(0.0003)
+        now[0] += cadence[mode]
+    assert not modes[_Pace.RETRY - 1] and all(modes[-5:])
+
+
+def test_a_run_shorter_than_its_file_work_is_never_overlapped() -> None:
+    assert not any(simulate({True: 0.0003, False: 0.0004}, 300, run_seconds=0.0001, file_seconds=0.0003))
+
+
+def test_an_idle_wait_counts_for_neither_mode() -> None:
+    now = [0.0]
+    pace = _Pace(clock=lambda: now[0])
+    modes = []
+    for i in range(_Pace.WARM_UP + 4 * _Pace.BLOCK + 20):
+        mode = pace.overlap()
+        modes.append(mode)
+        pace.ran(0.004)
+        pace.filed(0.0003)
+        now[0] += 0.0045 if mode else 0.0040
+        if not mode and i % 3 == 0:
+            pace.idle()  # pending/ empty for a while, the worker sleeping after inline mini-batches
+            now[0] += 1.0
+    assert not any(modes[-10:])
+
