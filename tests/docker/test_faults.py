@@ -308,7 +308,11 @@ def test_host_killed_mid_run_then_the_coordinator_killed_during_the_final_merge(
     kill_host_when(host, lambda: job_dir.is_dir() and len(done_ids(job_dir)) >= 4, "4 finished mini-batches")
     assert len(done_ids(job_dir)) < 24
 
-    # 2. the coordinator, killed while it merges (its temp file next to the output)
+    # 2. the coordinator, killed while it merges (its temp file next to the output). Both instances'
+    # pids are looked up now: asking the engine after the merge has begun took long enough for a fast
+    # merge to end and its container to exit first.
+    pids = {instance: running_pid(name, instance) for instance in ("instance-0", "instance-1")}
+
     def merging() -> list[str]:
         try:
             return [n for n in os.listdir(out_dir) if layout.MERGE_TMP_INFIX in n]
@@ -320,7 +324,7 @@ def test_host_killed_mid_run_then_the_coordinator_killed_during_the_final_merge(
         assert time.monotonic() < deadline, "never caught the final merge"
         time.sleep(0.002)
     victim = coordinator_instance(job_dir)
-    kill_container(running_pid(name, victim))
+    kill_container(pids[victim])
     assert not (out_dir / "predictions.csv").exists(), "the merge finished before the kill: make it bigger"
     assert len(done_ids(job_dir)) == 24
 
