@@ -6,8 +6,9 @@ Every 1/10 s it writes its share of `--mb-per-s` (in `--chunk-kb` pieces, each f
 fsync, over a 64 MiB file rewritten in a ring) and creates and removes its share of
 `--files-per-s` small files: the two things a neighbour does to this disk that make a file
 creation or a rename in a job folder wait for the journal (data writeback forced by fsync,
-metadata commits). It runs until killed (SIGTERM), and removes what it wrote. Use it through
-`_common.DiskLoad`, which starts it in FOLDER and stops it.
+metadata commits). It runs until killed (SIGTERM), and removes what it wrote: a folder of its own
+inside FOLDER, never FOLDER itself. Use it through `_common.DiskLoad`, which starts it in FOLDER
+and stops it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 
 RING_BYTES = 64 << 20
@@ -33,10 +35,11 @@ def main() -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     os.makedirs(args.folder, exist_ok=True)
-    small = os.path.join(args.folder, "small")
-    os.makedirs(small, exist_ok=True)
+    own = tempfile.mkdtemp(prefix="disk-load-", dir=args.folder)  # what it removes at the end: its own folder only
+    small = os.path.join(own, "small")
+    os.makedirs(small)
     chunk = os.urandom(args.chunk_kb << 10)
-    fd = os.open(os.path.join(args.folder, "ring.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(own, "ring.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
     bytes_per_tick = args.mb_per_s * (1 << 20) * TICK
     files_per_tick = args.files_per_s * TICK
     offset, owed_bytes, owed_files, n = 0, 0.0, 0.0, 0
@@ -62,7 +65,7 @@ def main() -> int:
             time.sleep(max(0.0, next_tick - time.monotonic()))
     finally:
         os.close(fd)
-        shutil.rmtree(args.folder, ignore_errors=True)
+        shutil.rmtree(own, ignore_errors=True)
     return 0
 
 
