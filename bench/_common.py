@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bepbuild_runtime import record
+
 REPO = Path(__file__).resolve().parent.parent
 MNIST = REPO / "examples" / "mnist"
 TORCH_DPL = MNIST / "deployment-torch"
@@ -292,7 +294,7 @@ def done_records(job_dir: Path) -> list[dict[str, Any]]:
     out = []
     for p in folder.iterdir():
         if p.name.endswith(".json") and not p.name.startswith("."):
-            out.append(json.loads(p.read_bytes()))
+            out.append(record.read(str(p)))
     return out
 
 

@@ -166,16 +166,16 @@ def _image_id(tag: str) -> str:
 
 
 def _remove(api: Any, service: str | None, network: str | None) -> None:
-    if service is not None:
-        try:
-            api.remove_service(service)
-        except Exception:
-            pass
-    if network is not None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                api.remove_network(network)
-                return
-            except Exception:
-                time.sleep(0.5)
+    """Remove the check's service, wait for its task's container to be gone, then its network (a
+    network still attached to a container being removed cannot go)."""
+    import docker
+
+    from .jobs import swarm
+
+    try:
+        if service is not None:
+            swarm.remove_services(api, [service])
+        if network is not None:
+            swarm.remove_network(api, network)
+    except docker.errors.DockerException:
+        pass  # the engine went away: leaving the swarm removes both

@@ -11,9 +11,9 @@ Job folder::
     <job>/queue/pending/<id>.json        a mini-batch waiting: {"id", "items", "attempt"}
     <job>/queue/running/<worker>/<id>.json   claimed by atomic rename; <worker> = <instance>.<n>
     <job>/queue/running/<worker>/.heartbeat  touched every HEARTBEAT_SECONDS while the worker lives
-    <job>/queue/done/<id>.json           finished: the mini-batch plus counts and timings
+    <job>/queue/done/<id>.json           finished: the claim, its counts and timings, then its rows (record.py)
     <job>/queue/failed/<id>.json         out of tries: the mini-batch plus the last error
-    <job>/results/<id>.csv               rows of one mini-batch (append_row), written atomically
+    <job>/results/<id>.csv               rows of one mini-batch, as an older runtime kept them (still merged)
     <job>/control/cancel                 flag: stop claiming (the user canceled the job)
     <job>/control/host.lock              flock of the one host process driving the job (holds its pid)
     <job>/state/lease.<term>             the coordinator lease of term <term> (runtime writes; see coordinator)

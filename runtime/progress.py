@@ -7,7 +7,6 @@ stop. All are read-only on the queue except merge_results, which writes only the
 from __future__ import annotations
 
 import errno
-import json
 import os
 import threading
 import time
@@ -15,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from . import layout
+from . import layout, record
 from ._fs import JSON, is_claim, listdir, open_nofollow, total_count, unlink_quiet
 
 
@@ -152,15 +151,11 @@ def _record_counts(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    try:
-        rec = json.loads(b"".join(chunks))
+        rec = record.read_fd(fd)[0]  # its first two lines: the rows are not read
     except ValueError:
         return None
+    finally:
+        os.close(fd)
     return int(rec.get("succeeded", 0)), int(rec.get("failed", 0))
 
 
@@ -197,46 +192,70 @@ def merge_tmp(output_file: str | os.PathLike[str], token: str) -> str:
 
 def merge_results(job_dir: str | os.PathLike[str], output_file: str | os.PathLike[str],
                   token: str | None = None) -> int:
-    """Concatenate results/<id>.csv in id order into `output_file`; return the files merged.
+    """Concatenate the rows of the done records in id order into `output_file`; return how many
+    records had rows.
 
-    Only ids with a done record are merged. Streams through a temp file next to the output
-    (`merge_tmp`, named by `token`, default this process's id) and publishes it without
-    overwriting: FileExistsError if the output exists (before or after).
+    Streams through a temp file next to the output (`merge_tmp`, named by `token`, default this
+    process's id) and publishes it without overwriting: FileExistsError if the output exists
+    (before or after). Records of an older runtime have their rows in results/<id>.csv.
     """
     job = os.fspath(job_dir)
     out = os.path.abspath(os.fspath(output_file))
     if os.path.lexists(out):
         raise FileExistsError(f"output file exists, refusing to overwrite: {out}")
-    done = {n[: -len(JSON)] for n in listdir(layout.path(job, layout.DONE_DIR)) if is_claim(n)}
-    suffix = layout.RESULT_SUFFIX
-    names = sorted(n for n in listdir(layout.path(job, layout.RESULTS_DIR))
-                   if n.endswith(suffix) and not n.startswith(".") and n[: -len(suffix)] in done)
+    done_dir = layout.path(job, layout.DONE_DIR)
+    names = sorted(n for n in listdir(done_dir) if is_claim(n))
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = merge_tmp(out, token or str(os.getpid()))
+    merged = 0
     try:
         with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as dst:
             for name in names:
-                _copy_lines(layout.path(job, layout.RESULTS_DIR, name), dst)
+                merged += _copy_rows(job, done_dir + "/" + name, name[: -len(JSON)], dst)
         _publish(tmp, out)
     finally:
         unlink_quiet(tmp)
-    return len(names)
+    return merged
 
 
-def _copy_lines(src_path: str, dst: Any) -> None:
-    last = b"\n"
+def _open_plain(path: str) -> int | None:
+    """A file the runtime wrote, opened for reading (None: missing). A link there was put by
+    someone else: ELOOP, never followed."""
     try:
-        fd = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
     except OSError as e:
-        if e.errno == errno.ELOOP:  # the runtime writes results as files: a link was put there by someone else
-            raise OSError(errno.ELOOP, "a result file is a symbolic link, not merged", src_path) from None
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a done record or result file is a symbolic link, not merged", path) from None
         raise
-    with os.fdopen(fd, "rb") as src:
-        while chunk := src.read(1 << 20):
+
+
+def _copy_rows(job: str, path: str, bid: str, dst: Any) -> int:
+    """Append the rows of the done record at `path` to `dst`; 1 if it had any, else 0."""
+    fd = _open_plain(path)
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, "a done record went away during the merge", path)
+    try:
+        at = record.rows_offset(fd)
+        if at < 0:  # an older runtime's record: its rows, if any, are in results/<id>.csv
+            os.close(fd)
+            fd = None
+            fd = _open_plain(record.legacy_rows(job, bid))
+            if fd is None:
+                return 0
+            at = 0
+        os.lseek(fd, at, os.SEEK_SET)
+        last, copied = b"\n", False
+        while chunk := os.read(fd, 1 << 20):
             dst.write(chunk)
-            last = chunk[-1:]
+            last, copied = chunk[-1:], True
+    finally:
+        if fd is not None:
+            os.close(fd)
     if last != b"\n":
-        dst.write(b"\n")  # a file without a final newline must not glue onto the next one
+        dst.write(b"\n")  # rows without a final newline must not glue onto the next ones
+    return int(copied)
 
 
 def _publish(tmp: str, out: str) -> None:

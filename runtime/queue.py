@@ -8,18 +8,18 @@ tries so far. It lives in exactly one place, and every move is one rename on one
                                    '--fail_attempt, out of tries--> failed/<id>.json
 
 Crash safety, step by step (no fsync: rename gives atomic visibility, which is what readers need):
-- complete(): results/<id>.csv (tmp + rename), then the claim file is rewritten in place as the
-  done record (every field of the claim plus counts and timings: still a valid claim) and renamed
-  to done/<id>.json (no file created: creating one is the dearest step of a mini-batch). A crash
-  before that rename leaves a claim, so the batch is retried and its result file is replaced (or
-  removed when the retry has no rows); a claim the worker cannot rewrite (not its owner) takes
-  the old path: done/ written (tmp + rename), then the claim dropped, which requeue also drops
-  because done/<id>.json exists. Rows are never lost nor duplicated:
-  one result file per id, and only ids with a done file are merged.
+- complete(): the claim file grows into the done record (record.py: the claim as line 1, counts
+  and timings as line 2, then the rows) and is renamed to done/<id>.json. No file is created per
+  mini-batch: creating one is the dearest step. A crash before that rename leaves a claim whose
+  line 1 is whole, so the batch is retried and only the retry's record (rows included) reaches
+  done/; a claim the worker cannot write (not its owner) takes the old path: the record written
+  anew (tmp + rename), then the claim dropped, which requeue also drops because done/<id>.json
+  exists. Rows are never lost nor duplicated: they are published by the rename that publishes
+  their record, one record per id, and the merge reads rows from records only.
 - fail_attempt(): the new pending file is written before the claim is unlinked, so a crash in
   between can only run the batch once more, never lose it.
 - Temp files are written in the writer's own running/<worker>/ folder (names start with "."),
-  so pending/, done/ and results/ only ever hold complete files, and requeue_worker's removal
+  so pending/ and done/ only ever hold complete files, and requeue_worker's removal
   of the folder sweeps the leftovers of a dead worker.
 - Giving claims back (fail_attempt, requeue_*, release_*) lives in reclaim.py: the host may run it
   as root in folders scoring code writes, so it follows no link and takes no path from a claim.
@@ -27,7 +27,6 @@ Crash safety, step by step (no fsync: rename gives atomic visibility, which is w
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -36,7 +35,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Dict
 
-from . import layout
+from . import layout, record
 from ._fs import (
     JSON,
     dumps,
@@ -204,8 +203,20 @@ class Claimer:
                 self._pos = self._rng.randrange(len(self._names))  # someone works here: go elsewhere
                 continue
             self._won, self._misses = True, 0
-            with open(dst, "rb") as f:
-                batch: MiniBatch = json.loads(f.read())
+            fd = os.open(dst, os.O_RDONLY)  # os-level: a third of open()'s cost
+            try:
+                raw = b""
+                while chunk := os.read(fd, record.CHUNK):
+                    raw += chunk
+            finally:
+                os.close(fd)
+            line = record.head(raw)
+            if len(line) < len(raw):  # grown by a worker killed before its rename: the claim is line 1
+                try:
+                    os.truncate(dst, len(line))
+                except OSError:
+                    pass  # not ours to write: complete() writes the record anew
+            batch: MiniBatch = json.loads(line)
             # A retried batch may have been finished by a worker wrongly presumed dead: never
             # run it again. First tries skip this stat (the hot path).
             if batch.get("attempt") and os.path.exists(self._done + "/" + name):
@@ -230,7 +241,8 @@ def complete(
     succeeded: int,
     timings: dict[str, Any] | None = None,
 ) -> None:
-    """Record a finished mini-batch: its rows (if any), then done/<id>.json, then drop the claim.
+    """Record a finished mini-batch: its claim file grows into its done record (record.py), rows
+    included, and is renamed to done/<id>.json.
 
     `result_text` is the rows as text, or already encoded by `encode_result`; `succeeded` is the
     number of successful items (failed = len(items) - succeeded); `timings` is merged into the
@@ -239,55 +251,42 @@ def complete(
     job = os.fspath(job_dir)
     folder = worker_dir(job, worker)
     bid = batch["id"]
-    result = layout.path(job, layout.RESULTS_DIR, bid + layout.RESULT_SUFFIX)
+    rows = None
     if result_text:
-        data = encode_result(result_text) if isinstance(result_text, str) else result_text
-        write_atomic(result, data, folder)
-    elif batch.get("attempt"):
-        unlink_quiet(result)  # rows of an earlier try that died before writing its done file
+        rows = encode_result(result_text) if isinstance(result_text, str) else result_text
     total = len(batch["items"])
-    record = {
-        "id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0),
-        "status": layout.STATUS_DONE, "worker": worker,
-        "total": total, "succeeded": succeeded, "failed": total - succeeded,
-    }
+    stats: dict[str, Any] = {"status": layout.STATUS_DONE, "worker": worker,
+                             "total": total, "succeeded": succeeded, "failed": total - succeeded}
     if timings:
-        record.update(timings)
-    data = dumps(record).encode("ascii")
+        stats.update(timings)
     claim, done = folder + "/" + bid + JSON, layout.path(job, layout.DONE_DIR, bid + JSON)
-    # The claim file becomes the done record: rewritten in place, then renamed into done/. Creating
-    # a file is the dearest step here (0.05-0.2 ms of kernel time); this saves one per mini-batch.
-    # The record has the claim's id, items and attempt, so a claim caught between the two steps is
-    # still a valid claim (requeued like any other), and done/ only ever sees the whole record.
-    # One pwrite over the whole old content (padded with JSON whitespace when the claim was longer):
-    # a killed process leaves the old claim or the new record, never a mix or an empty file.
+    # The claim file grows into the done record: line 2 and the rows are written after the claim,
+    # whose bytes stay as they are, then the file is renamed into done/. No file is created (the
+    # dearest step of a mini-batch); a process killed half-way leaves a whole claim (line 1, see
+    # record.py), requeued like any other, and done/ only ever sees whole records.
     try:
         fd = os.open(claim, os.O_WRONLY)
     except OSError:  # gone (requeued meanwhile) or not ours to write (written by the host as another user)
-        write_atomic(done, data, folder)
+        claimed = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)}
+        write_atomic(done, record.whole(claimed, stats, rows), folder)
         unlink_quiet(claim)
         return
     try:
-        size = os.fstat(fd).st_size
-        if len(data) < size:
-            data += b" " * (size - len(data))
+        size = os.fstat(fd).st_size  # the claim: one line (Claimer cut off what a killed writer added)
         try:
-            if os.pwrite(fd, data, 0) != len(data):
-                raise OSError(errno.ENOSPC, f"short write on {claim}")  # a regular file: only when full
+            view, at = memoryview(record.tail(stats, rows)), size
+            while view:
+                n = os.pwrite(fd, view, at)
+                view, at = view[n:], at + n
         except OSError:
-            # Growing the file past its blocks failed half-way (disk full): put a whole claim back
-            # (it fits in the blocks the file already has), so a requeue reads a valid claim.
-            claim_data = dumps({"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)})
-            raw = claim_data.encode("ascii")
-            os.pwrite(fd, raw + b" " * max(0, size - len(raw)), 0)
-            os.ftruncate(fd, max(size, len(raw)))
+            os.ftruncate(fd, size)  # the disk is full: leave the claim as it was, requeued untouched
             raise
     finally:
         os.close(fd)
     try:
         os.rename(claim, done)
     except FileNotFoundError:
-        pass  # requeued while we wrote (we were presumed dead): the retry replaces our rows
+        pass  # requeued while we wrote (we were presumed dead): the retry records it again
 
 
 def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:

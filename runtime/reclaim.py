@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any, Dict
 
-from . import layout
+from . import layout, record
 from ._fs import JSON, dumps, is_claim, open_at, open_dir_beneath, remove_tree_at, write_all
 from .reports import SYSTEM_ERROR, WorkerLogs
 
@@ -111,7 +111,7 @@ def _write_at(tmp_fd: int, dst_fd: int, name: str, data: bytes) -> None:
 def _claim_of(name: str, raw: bytes) -> MiniBatch | None:
     """The claim in file `name`, or None when it is not one of this job's (see the module's docstring)."""
     try:
-        batch = json.loads(raw)
+        batch = json.loads(record.head(raw))  # line 1: a worker killed while growing it may have added more
     except ValueError:
         return None
     if not isinstance(batch, dict) or batch.get("id") != name[: -len(JSON)] or not layout.is_mini_batch_id(batch["id"]):

@@ -2,8 +2,9 @@
 
 The one definition of each setting and its default (Azure's): the host's deployment schema
 (bepbuild.specs) takes its defaults from here, and writes a job's settings with `as_job` after
-checking them with `from_job`, exactly as the instances read them. Both the flat keys (`max_retries`, `timeout`) and Azure's
-nested `retry_settings: {max_retries, timeout}` are accepted; the flat keys win.
+checking them with `from_job`, exactly as the instances read them. Both the flat keys
+(`max_retries`, `timeout`) and Azure's nested `retry_settings: {max_retries, timeout}` are
+accepted; the flat keys win.
 """
 
 from __future__ import annotations

@@ -324,43 +324,51 @@ class SwarmBackend:
         return len(services)
 
     def _remove_and_wait(self, services: list[str], job: dict[str, Any] | None = None) -> None:
-        """Remove services and wait until their tasks' containers are gone (two lives of one instance
-        would share its worker folders)."""
-        import docker
-
-        tasks: list[str] = []
-        for service in services:
-            try:
-                tasks += [t["ID"] for t in self.api.tasks(filters={"service": service})]
-                self.api.remove_service(service)
-            except docker.errors.NotFound:
-                continue
-        if job is not None:
-            tasks += [t["ID"] for t in self._job_tasks(job)]
-        deadline = time.monotonic() + GONE_WAIT_SECONDS
-        for tid in tasks:
-            while self.api.tasks(filters={"id": tid}) and time.monotonic() < deadline:
-                time.sleep(0.2)
-        while services and time.monotonic() < deadline and self._containers_of(services):
-            time.sleep(0.2)
-
-    def _containers_of(self, services: list[str]) -> list[str]:
-        """Containers of `services` on the manager's own node. A task is gone from the manager before its
-        node removed the container; other nodes' engines remove theirs the same way."""
-        return [c["Id"] for c in self.api.containers(all=True, filters={"label": "com.docker.swarm.service.id"})
-                if (c.get("Labels") or {}).get("com.docker.swarm.service.id") in services]
+        remove_services(self.api, services, [t["ID"] for t in self._job_tasks(job)] if job is not None else [])
 
     def _remove_network(self, network: str) -> None:
-        import docker
+        remove_network(self.api, network)
 
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.api.remove_network(network)
+
+def remove_services(api: Any, services: list[str], tasks: list[str] | None = None) -> None:
+    """Remove services and wait until their tasks (and `tasks`) and their containers are gone: two
+    lives of one instance would share its worker folders, and a network is not free before."""
+    import docker
+
+    tasks = list(tasks or [])
+    for service in services:
+        try:
+            tasks += [t["ID"] for t in api.tasks(filters={"service": service})]
+            api.remove_service(service)
+        except docker.errors.NotFound:
+            continue
+    deadline = time.monotonic() + GONE_WAIT_SECONDS
+    for tid in tasks:
+        while api.tasks(filters={"id": tid}) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    while services and time.monotonic() < deadline and _containers_of(api, services):
+        time.sleep(0.2)
+
+
+def _containers_of(api: Any, services: list[str]) -> list[str]:
+    """Containers of `services` on the manager's own node. A task is gone from the manager before its
+    node removed the container; other nodes' engines remove theirs the same way."""
+    return [c["Id"] for c in api.containers(all=True, filters={"label": "com.docker.swarm.service.id"})
+            if (c.get("Labels") or {}).get("com.docker.swarm.service.id") in services]
+
+
+def remove_network(api: Any, network: str) -> None:
+    """Remove a network once nothing uses it (30 s at most after the services using it are gone)."""
+    import docker
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            api.remove_network(network)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:  # still in use by a task being removed
+            if time.monotonic() > deadline:
                 return
-            except docker.errors.NotFound:
-                return
-            except docker.errors.APIError:  # still in use by a task being removed
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.5)
+            time.sleep(0.5)

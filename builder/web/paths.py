@@ -11,12 +11,11 @@ whole output folder only when it is the job's own (`<job>/outputs`).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from bepbuild_runtime import layout
+from bepbuild_runtime import layout, record
 
 from ..errors import NotFoundError
 
@@ -88,7 +87,7 @@ def single_item(job: dict[str, Any]) -> str | None:
     for folder in (layout.DONE_DIR, layout.FAILED_DIR, layout.PENDING_DIR):
         path = job_dir / folder / name
         try:
-            items = json.loads(path.read_bytes()).get("items") or []
+            items = record.read(str(path)).get("items") or []
         except (OSError, ValueError):
             continue
         return str(items[0]) if len(items) == 1 else None

@@ -11,8 +11,8 @@ import pytest
 # The job-test fixtures live in jobkit.py; importing them here gives every module of this folder the
 # same session-wide deployment home (one lock, one environment layer per session).
 from jobkit import deploy, home, jobs, session_home  # noqa: F401
-from swarmkit import swarm  # noqa: F401
 from registry import LocalRegistry, RegistryUnavailable
+from swarmkit import swarm  # noqa: F401
 
 
 @pytest.fixture(scope="session")

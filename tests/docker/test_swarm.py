@@ -245,6 +245,10 @@ def test_doctor_checks_the_swarm_compute(swarm: None, tmp_path: Path) -> None:
     assert any(name.startswith("node ") and c["status"] == "ok" for name, c in checks.items())
     assert "written by a task on each of 1 node(s)" in checks["shared path"]["detail"]
     assert not list((tmp_path / "shared" / "bepbuild-jobs").iterdir())  # the probe cleaned up after itself
+    label = "label=io.bepbuild.doctor"
+    for kind in (["service", "ls"], ["ps", "-a"], ["network", "ls"]):  # its task's container gone before its network
+        left = subprocess.run([DOCKER, *kind, "-q", "--filter", label], capture_output=True, text=True, check=True)
+        assert left.stdout.strip() == "", (kind, left.stdout)
 
 
 # -- faults on the cluster ---------------------------------------------------------------------------------

@@ -279,14 +279,15 @@ def test_queue_writes_never_follow_a_link_and_a_linked_result_fails_the_merge(tm
     assert queue.requeue_worker(job, "dead.0", "instance exited") == {first["id"]: "requeued"}
     assert victim.read_text() == "precious\n"
     assert json.loads((job / layout.PENDING_DIR / f"{first['id']}.json").read_text())["attempt"] == 1
-    # a result replaced by a link is not merged
+    # a done record replaced by a link is not merged
     secret = tmp_path / "secret.txt"
     secret.write_text("root's secret\n")
     claimer = queue.Claimer(job, "i.0")
     for _ in range(2):
         batch = claimer.claim()
         queue.complete(job, "i.0", batch, f"{batch['items'][0]} row\n", 1)
-    result = job / layout.RESULTS_DIR / f"{first['id']}{layout.RESULT_SUFFIX}"
+    result = job / layout.DONE_DIR / f"{first['id']}.json"
+    secret.write_bytes(result.read_bytes().replace(b" row", b" secret row"))  # a record, somewhere else
     result.unlink()
     result.symlink_to(secret)
     with pytest.raises(OSError, match="symbolic link"):

@@ -37,8 +37,8 @@ def test_endpoint_and_deployment_names_ignore_case(tmp_path: Path) -> None:
     assert job["status"] == "Completed" and job["endpoint"] == "mnist-batch-V9heS" and job["deployment"] == "Torch-Dpl"
     assert cli.json("job", "show", "--name", "job-one")["name"] == "Job-One"
     assert [j["name"] for j in cli.json("batch-endpoint", "list-jobs", "--name", "mnist-batch-v9hes")] == ["Job-One"]
-    assert [j["name"] for j in cli.json("batch-deployment", "list-jobs", "-n", "TORCH-dpl", "-e", "Mnist-Batch-V9hes")] \
-        == ["Job-One"]
+    listed = cli.json("batch-deployment", "list-jobs", "-n", "TORCH-dpl", "-e", "Mnist-Batch-V9hes")
+    assert [j["name"] for j in listed] == ["Job-One"]
     assert [j["name"] for j in cli.json("job", "list", "--endpoint-name", "MNIST-BATCH-V9HES")] == ["Job-One"]
     res = cli("batch-endpoint", "invoke", "--name", "mnist-batch-v9hes", "--input", str(tmp_path / "in"),
               "--backend", "process", "--job-name", "JOB-ONE", code=2)
@@ -96,7 +96,8 @@ def _old_registry(path: Path) -> None:
 
     for t, name in ((1.0, "abc"), (2.0, "ABC")):
         put("endpoints", (name, json.dumps({"name": name, "defaults": {"deployment_name": "dep"}}), t, t))
-        put("deployments", (name, "dep", json.dumps({"name": "dep", "endpoint_name": name, "image": f"i-{name}"}), t, t))
+        doc = {"name": "dep", "endpoint_name": name, "image": f"i-{name}"}
+        put("deployments", (name, "dep", json.dumps(doc), t, t))
     put("deployments", ("abc", "DEP", json.dumps({"name": "DEP", "endpoint_name": "abc", "image": "i-DEP"}), 3.0, 3.0))
     for seq, (name, version) in enumerate((("m", "1"), ("m", "V1"), ("m", "v1"), ("M", "1")), start=1):
         put("assets", ("model", name, version, json.dumps({"name": name, "version": version}), float(seq), seq))
@@ -114,8 +115,10 @@ def test_migration_keeps_every_record_and_renames_case_duplicates() -> None:
     assert store.get_endpoint("abc-2")["name"] == "ABC-2"
     moved = store.list_deployments("ABC-2")
     assert [(d["name"], d["endpoint_name"], d["image"]) for d in moved] == [("dep", "ABC-2", "i-ABC")]
-    assert sorted((d["name"], d["image"]) for d in store.list_deployments("ABC")) == [("DEP-2", "i-DEP"), ("dep", "i-abc")]
-    assert [(m["name"], m["version"]) for m in store.list_assets("model", "m")] == [("m", "1"), ("m", "V1"), ("m", "v1-2")]
+    kept = sorted((d["name"], d["image"]) for d in store.list_deployments("ABC"))
+    assert kept == [("DEP-2", "i-DEP"), ("dep", "i-abc")]
+    models = [(m["name"], m["version"]) for m in store.list_assets("model", "m")]
+    assert models == [("m", "1"), ("m", "V1"), ("m", "v1-2")]
     assert [(m["name"], m["version"]) for m in store.list_assets("model", "M-2")] == [("M-2", "1")]
     assert store.get_job("J1")["name"] == "j1" and store.get_compute("C")["name"] == "c"
     assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bepbuild_runtime import layout, queue
+from bepbuild_runtime import layout, queue, record
 
 
 def _job(tmp_path: Path, n_items: int, size: int, max_retries: int = 3) -> Path:
@@ -95,29 +95,33 @@ def test_requeued_batch_is_found_after_the_cached_listing_is_exhausted(tmp_path:
     assert again["id"] == "000000000" and again["attempt"] == 1 and again["last_error"] == "boom"
 
 
-def test_complete_writes_results_then_done_then_drops_claim(tmp_path: Path) -> None:
+def test_complete_writes_the_done_record_with_its_rows_then_drops_claim(tmp_path: Path) -> None:
     job = _job(tmp_path, 3, 3)
     batch = queue.Claimer(job, "i.0").claim()
     queue.complete(job, "i.0", batch, "a 1\nb 2\n", 2, {"elapsed": 0.5})
-    assert (job / layout.RESULTS_DIR / "000000000.csv").read_text() == "a 1\nb 2\n"
-    done = json.loads((job / layout.DONE_DIR / "000000000.json").read_text())
+    done = record.read(str(job / layout.DONE_DIR / "000000000.json"))
     assert (done["total"], done["succeeded"], done["failed"], done["elapsed"]) == (3, 2, 1, 0.5)
     assert done["items"] == batch["items"] and done["status"] == layout.STATUS_DONE
     assert _names(job / layout.RUNNING_DIR / "i.0") == []
     assert not [p for p in (job / layout.RUNNING_DIR / "i.0").iterdir() if p.name.startswith(".tmp")]
+    assert queue.merge_results(job, tmp_path / "out.csv") == 1
+    assert (tmp_path / "out.csv").read_text() == "a 1\nb 2\n"
 
 
-def test_retry_without_rows_removes_rows_of_a_crashed_earlier_try(tmp_path: Path) -> None:
+def test_retry_without_rows_merges_no_rows_of_a_crashed_earlier_try(tmp_path: Path) -> None:
     job = _job(tmp_path, 2, 2)
     batch = queue.Claimer(job, "dead.0").claim()
-    # The first try wrote its rows, then died before its done file.
-    (job / layout.RESULTS_DIR / "000000000.csv").write_text("stale row\n")
+    # The first try grew its claim with its rows, then died before the rename into done/.
+    claim = job / layout.RUNNING_DIR / "dead.0" / "000000000.json"
+    with open(claim, "ab") as f:
+        f.write(record.tail({"status": "done", "worker": "dead.0", "total": 2, "succeeded": 1, "failed": 1},
+                            b"stale row\n"))
     assert queue.requeue_worker(job, "dead.0", "lost") == {"000000000": "requeued"}
     retry = queue.Claimer(job, "live.0").claim()
     assert retry["attempt"] == 1
     queue.complete(job, "live.0", retry, None, 0)
-    assert not (job / layout.RESULTS_DIR / "000000000.csv").exists()
     assert queue.merge_results(job, tmp_path / "out.csv") == 0
+    assert (tmp_path / "out.csv").read_text() == ""
     del batch
 
 
@@ -217,7 +221,10 @@ def test_merge_results_in_id_order_only_done_and_never_overwrites(tmp_path: Path
     batches = [c.claim() for _ in range(4)]
     for b in reversed(batches[:3]):  # finished out of order
         queue.complete(job, "i.0", b, f"row {b['id']}" + ("\n" if b["id"] != "000000001" else ""), 1)
-    (job / layout.RESULTS_DIR / "000000003.csv").write_text("no done file\n")
+    (job / layout.RESULTS_DIR / "000000003.csv").write_text("no done record\n")
+    grown = job / layout.RUNNING_DIR / "i.0" / "000000003.json"  # grown, never renamed: not merged
+    with open(grown, "ab") as f:
+        f.write(record.tail({"status": "done"}, b"not done\n"))
     out = tmp_path / "outputs" / "predictions.csv"
     assert queue.merge_results(job, out) == 3
     assert out.read_text() == "row 000000000\nrow 000000001\nrow 000000002\n"

@@ -1,14 +1,15 @@
-"""complete() turns the claim file into the done record in place (no file created), safely at every step."""
+"""complete() grows the claim file into the done record, rows included (no file created), safely at every step."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from bepbuild_runtime import layout, queue
+from bepbuild_runtime import layout, queue, record
 
 
 def _job(tmp_path: Path, n_items: int, size: int, max_retries: int = 3) -> Path:
@@ -23,35 +24,47 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_done_record_is_the_renamed_claim(tmp_path: Path) -> None:
+def _merged(job: Path, out: Path) -> str:
+    queue.merge_results(job, out)
+    return out.read_text()
+
+
+def test_done_record_is_the_renamed_claim_with_its_rows(tmp_path: Path) -> None:
     job = _job(tmp_path, 4, 2)
+    claim = job / layout.PENDING_DIR / "000000000.json"
+    claimed = claim.read_bytes()
     batch = queue.Claimer(job, "i.0").claim()
     claim = job / layout.RUNNING_DIR / "i.0" / "000000000.json"
     inode = claim.stat().st_ino
-    queue.complete(job, "i.0", batch, "a\nb\n", 2, {"elapsed": 0.25})
+    queue.complete(job, "i.0", batch, "a 1\nb 2\n", 2, {"elapsed": 0.25})
     done = job / layout.DONE_DIR / "000000000.json"
     assert done.stat().st_ino == inode  # the same file, no new one
-    rec = json.loads(done.read_text())
+    raw = done.read_bytes()
+    assert raw.startswith(claimed + b"\n") and raw.endswith(b"\na 1\nb 2\n")  # the claim untouched, rows last
+    rec = record.read(str(done))
     assert (rec["id"], rec["items"], rec["attempt"], rec["status"]) == ("000000000", batch["items"], 0,
                                                                         layout.STATUS_DONE)
     assert (rec["total"], rec["succeeded"], rec["failed"], rec["elapsed"]) == (2, 2, 0, 0.25)
     assert _files(job / layout.RUNNING_DIR / "i.0") == []  # no claim, no temp file left
+    assert _files(job / layout.RESULTS_DIR) == []  # no result file of its own
+    assert _merged(job, tmp_path / "out.csv") == "a 1\nb 2\n"
 
 
-def test_a_claim_longer_than_its_record_is_padded_not_left_with_a_tail(tmp_path: Path) -> None:
+def test_a_retried_claim_keeps_its_line_and_its_counts(tmp_path: Path) -> None:
     job = _job(tmp_path, 2, 2)
     first = queue.Claimer(job, "i.0").claim()
-    assert queue.fail_attempt(job, "i.0", first, "x" * 2000, max_retries=3)  # last_error: 500 chars
+    assert queue.fail_attempt(job, "i.0", first, "x\ny" * 1000, max_retries=3)  # last_error: 500 chars
     retry = queue.Claimer(job, "i.1").claim()
-    claim = job / layout.RUNNING_DIR / "i.1" / "000000000.json"
-    assert len(retry["last_error"]) == 500 and claim.stat().st_size > 500
+    assert len(retry["last_error"]) == 500
     queue.complete(job, "i.1", retry, None, 0)
-    rec = json.loads((job / layout.DONE_DIR / "000000000.json").read_text())  # trailing blanks are JSON
+    rec = record.read(str(job / layout.DONE_DIR / "000000000.json"))
     assert (rec["attempt"], rec["succeeded"], rec["failed"], rec["worker"]) == (1, 0, 2, "i.1")
+    assert rec["last_error"].startswith("x\ny")  # a newline in a field is escaped: line 1 stays one line
     assert queue.counts(job).items_failed == 2
+    assert _merged(job, tmp_path / "out.csv") == ""
 
 
-def test_killed_between_rewrite_and_rename_the_claim_is_still_a_claim(
+def test_killed_before_the_rename_the_claim_is_still_a_claim(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = _job(tmp_path, 4, 2)
@@ -67,8 +80,9 @@ def test_killed_between_rewrite_and_rename_the_claim_is_still_a_claim(
     with pytest.raises(SystemExit):
         queue.complete(job, "dead.0", batch, "old row\n", 2)
     monkeypatch.setattr(os, "rename", real_rename)
-    [left] = queue.claims(job, "dead.0")  # a done record, and a valid claim
+    [left] = queue.claims(job, "dead.0")  # grown, and still a valid claim
     assert (left["id"], left["items"], left["attempt"]) == (batch["id"], batch["items"], 0)
+    assert "status" not in left
     assert queue.requeue_worker(job, "dead.0", "lost") == {"000000000": "requeued"}
     retry = queue.Claimer(job, "live.0").claim()
     assert (retry["id"], retry["attempt"]) == ("000000000", 1)
@@ -77,11 +91,34 @@ def test_killed_between_rewrite_and_rename_the_claim_is_still_a_claim(
     queue.complete(job, "live.0", other, "second\n", 2)
     out = tmp_path / "out.csv"
     assert queue.merge_results(job, out) == 2
-    assert out.read_text() == "new row\nsecond\n"  # replaced, never duplicated
+    assert out.read_text() == "new row\nsecond\n"  # the dead try's rows never reach the output
     assert queue.is_drained(job)
 
 
-def test_a_claim_it_cannot_rewrite_takes_the_old_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cut", [1, 7, 40, 60])
+def test_a_claim_given_back_half_grown_is_cut_back_to_its_line(tmp_path: Path, cut: int) -> None:
+    """A worker killed in the middle of its pwrite: its claim goes back untouched (release), tail and all;
+    the next claimer reads line 1 and cuts the rest, and only the retry's rows are merged."""
+    job = _job(tmp_path, 4, 2)
+    batch = queue.Claimer(job, "dead.0").claim()
+    claim = job / layout.RUNNING_DIR / "dead.0" / "000000000.json"
+    grown = record.tail({"status": "done", "worker": "dead.0", "total": 2, "succeeded": 2, "failed": 0},
+                        b"stale row 1\nstale row 2\n")
+    with open(claim, "ab") as f:
+        f.write(grown[:cut])
+    assert queue.release_claims(job, "dead.0") == ["000000000"]
+    pending = job / layout.PENDING_DIR / "000000000.json"
+    assert pending.read_bytes().endswith(grown[:cut])  # given back untouched
+    retry = queue.Claimer(job, "live.0").claim()
+    assert (retry["id"], retry["items"], retry["attempt"]) == ("000000000", batch["items"], 0)
+    assert b"\n" not in (job / layout.RUNNING_DIR / "live.0" / "000000000.json").read_bytes()
+    queue.complete(job, "live.0", retry, "fresh row\n", 2)
+    rec = record.read(str(job / layout.DONE_DIR / "000000000.json"))
+    assert (rec["worker"], rec["succeeded"]) == ("live.0", 2)
+    assert _merged(job, tmp_path / "out.csv") == "fresh row\n"
+
+
+def test_a_claim_it_cannot_write_takes_the_old_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job = _job(tmp_path, 2, 2)
     batch = queue.Claimer(job, "i.0").claim()
     claim = str(job / layout.RUNNING_DIR / "i.0" / "000000000.json")
@@ -95,34 +132,60 @@ def test_a_claim_it_cannot_rewrite_takes_the_old_path(tmp_path: Path, monkeypatc
     monkeypatch.setattr(os, "open", not_owner)
     queue.complete(job, "i.0", batch, "row\n", 2)
     monkeypatch.setattr(os, "open", real_open)
-    assert json.loads((job / layout.DONE_DIR / "000000000.json").read_text())["succeeded"] == 2
+    assert record.read(str(job / layout.DONE_DIR / "000000000.json"))["succeeded"] == 2
     assert _files(job / layout.RUNNING_DIR / "i.0") == []
+    assert _merged(job, tmp_path / "out.csv") == "row\n"
 
 
-def test_disk_full_while_growing_the_claim_leaves_a_valid_claim(
+def test_disk_full_while_growing_the_claim_leaves_the_claim_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A pwrite that fails half-way (ENOSPC past the claim's blocks) must not leave a torn record."""
-    import errno
-
+    """A pwrite that fails half-way (ENOSPC) must leave neither a torn record nor a grown claim."""
     job = _job(tmp_path, 4, 2)
+    before = (job / layout.PENDING_DIR / "000000000.json").read_bytes()
     batch = queue.Claimer(job, "i.0").claim()
     claim = job / layout.RUNNING_DIR / "i.0" / "000000000.json"
     real_pwrite = os.pwrite
-    calls = []
 
     def torn(fd: int, data: bytes, offset: int) -> int:
-        calls.append(len(data))
-        if len(calls) == 1:  # the record: half of it lands, then the disk is full
-            real_pwrite(fd, data[: len(data) // 2] + b"\0" * 3, offset)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_pwrite(fd, data, offset)
+        real_pwrite(fd, bytes(data[: len(data) // 2]), offset)  # half of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "pwrite", torn)
     with pytest.raises(OSError):
-        queue.complete(job, "i.0", batch, "a\nb\n", 2)
+        queue.complete(job, "i.0", batch, "a\nb\n" * 1000, 2)
     monkeypatch.setattr(os, "pwrite", real_pwrite)
-    rec = json.loads(claim.read_text())
-    assert (rec["id"], rec["items"], rec["attempt"]) == ("000000000", batch["items"], 0)
-    assert "status" not in rec and not (job / layout.DONE_DIR / "000000000.json").exists()
-    assert queue.requeue_worker(job, "i.0", "disk full", 3) == {"000000000": "requeued"}
+    assert claim.read_bytes() == before
+    assert not (job / layout.DONE_DIR / "000000000.json").exists()
+    assert queue.release_claims(job, "i.0") == ["000000000"]
+
+
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _job(tmp_path, 2, 2)
+    batch = queue.Claimer(job, "i.0").claim()
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: real_pwrite(fd, bytes(data[:7]), offset))
+    rows = "".join(f"row {i}\n" for i in range(100))
+    queue.complete(job, "i.0", batch, rows, 2)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert _merged(job, tmp_path / "out.csv") == rows
+
+
+def test_records_of_an_older_runtime_are_merged_from_their_result_files(tmp_path: Path) -> None:
+    """A job resumed after an upgrade: one-line done records with rows in results/<id>.csv, beside new ones."""
+    job = _job(tmp_path, 6, 2)
+    c = queue.Claimer(job, "i.0")
+    for bid, rows in (("000000000", "old 0\n"), ("000000001", None)):
+        batch = c.claim()
+        assert batch["id"] == bid
+        rec = {**batch, "status": "done", "worker": "i.0", "total": 2, "succeeded": 2 if rows else 0,
+               "failed": 0 if rows else 2}
+        (job / layout.DONE_DIR / f"{bid}.json").write_text(json.dumps(rec) + "   ")  # padded, as it was
+        (job / layout.RUNNING_DIR / "i.0" / f"{bid}.json").unlink()
+        if rows:
+            (job / layout.RESULTS_DIR / f"{bid}.csv").write_text(rows)
+    queue.complete(job, "i.0", c.claim(), "new 2", 2)  # no final newline: one is added
+    (job / layout.RESULTS_DIR / "000000002.csv").write_text("a stray result file is never merged\n")
+    assert _merged(job, tmp_path / "out.csv") == "old 0\nnew 2\n"
+    counts = queue.counts(job)
+    assert (counts.done, counts.items_succeeded, counts.items_failed) == (3, 4, 2)

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from bepbuild_runtime import layout, queue
+from bepbuild_runtime.record import read as read_record
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
 PYTHON = sys.executable  # the interpreter the runtime runs under: set per test by `runtime_python`
@@ -203,7 +204,7 @@ def test_worker_that_dies_has_its_batch_requeued(tmp_path: Path) -> None:
     record = json.loads((job / layout.FAILED_DIR / "000000001.json").read_text())
     assert record["status"] == layout.STATUS_LOST and record["items"] == ["crashall.txt"]
     assert "returncode 3" in record["error"]
-    done = json.loads((job / layout.DONE_DIR / "000000002.json").read_text())
+    done = read_record(str(job / layout.DONE_DIR / "000000002.json"))
     assert done["attempt"] == 1  # crashonce: lost once, then done
     lost = [r["Mini-batch Id"] for r in attempts(job) if r["Status"] == layout.STATUS_LOST]
     assert sorted(lost) == ["000000001", "000000001", "000000002"]
@@ -255,7 +256,8 @@ def test_summary_only_counts_and_writes_no_results(tmp_path: Path) -> None:
     paths = make_job(tmp_path, files, script=SUMMARY_SCRIPT, mini_batch_size=2, output_action="summary_only")
     assert run(paths) == 0
     job = paths["job"]
-    assert os.listdir(job / layout.RESULTS_DIR) == []
+    assert queue.merge_results(job, tmp_path / "merged.csv") == 0  # no record has rows
+    assert (tmp_path / "merged.csv").read_text() == ""
     counts = queue.counts(job)
     assert (counts.done, counts.items_succeeded, counts.items_failed) == (3, 3, 2)
     assert sorted(os.listdir(job / "outputs")) == [f + ".out" for f in files]
@@ -371,7 +373,7 @@ def test_waits_for_claims_of_a_dead_instance_until_the_host_requeues_them(tmp_pa
     assert len(os.listdir(job / layout.DONE_DIR)) == 3
     # The earlier life's claim went back untouched: the host charges a try when an instance dies on
     # its own; what a new life finds was stopped (or lost with its host), not the mini-batch's fault.
-    assert json.loads((job / layout.DONE_DIR / "000000001.json").read_text())["attempt"] == 0
+    assert read_record(str(job / layout.DONE_DIR / "000000001.json"))["attempt"] == 0
 
 
 @pytest.mark.parametrize("breakage", ["no job.json", "no script"])
@@ -397,7 +399,7 @@ def test_more_rows_than_inputs_are_kept_but_capped_in_the_counts(tmp_path: Path)
     paths = make_job(tmp_path, ["a.txt", "b.txt"], script=LONG_SCRIPT, mini_batch_size=2)
     assert run(paths) == 0
     assert len(merged(paths["job"])) == 6
-    done = json.loads((paths["job"] / layout.DONE_DIR / "000000000.json").read_text())
+    done = read_record(str(paths["job"] / layout.DONE_DIR / "000000000.json"))
     assert (done["succeeded"], done["failed"]) == (2, 0)
     node = (paths["job"] / layout.LOG_SYS_NODE / "i0" / "i0.0.txt").read_text()
     assert "run() returned 6 items, which is more than input count 2" in node
@@ -427,8 +429,10 @@ MARKS = os.environ["MARKS"]
 def init():
     with open(os.path.join(MARKS, "init.txt"), "a") as f:
         f.write(os.environ["BEPBUILD_WORKER"] + "\\n")
-    if len(open(os.path.join(MARKS, "init.txt")).read().split()) == 1 and os.environ.get("PLANT"):
-        os.makedirs(os.environ["PLANT"])  # where a result's temp file goes: it cannot be written
+    if len(open(os.path.join(MARKS, "init.txt")).read().split()) == 1 and os.environ.get("BIG"):
+        import resource, signal  # the first worker cannot write a file past 1 MB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 def run(mini_batch):
     names = [os.path.basename(p) for p in mini_batch]
@@ -438,6 +442,8 @@ def run(mini_batch):
             open(marker, "w").close()
             os._exit(3)
     time.sleep(0.05)  # longer than the file work: the writer thread records and claims ahead
+    if os.environ.get("BIG") and names[0].startswith("02-"):
+        return [names[0] + " " + "x" * (2 << 20)]  # rows its record cannot hold in the first worker
     return names
 """
 
@@ -451,7 +457,7 @@ def test_a_worker_that_dies_charges_a_try_only_to_the_mini_batch_in_its_run(tmp_
     assert run(paths) == 0
     job = paths["job"]
     assert os.listdir(job / layout.FAILED_DIR) == []
-    attempts_of = {p.name[:-5]: json.loads(p.read_text())["attempt"] for p in (job / layout.DONE_DIR).iterdir()}
+    attempts_of = {p.name[:-5]: read_record(str(p))["attempt"] for p in (job / layout.DONE_DIR).iterdir()}
     assert attempts_of == {layout.mini_batch_id(i): int(i in (3, 6)) for i in range(9)}
     lost = sorted(r["Mini-batch Id"] for r in attempts(job) if r["Status"] == layout.STATUS_LOST)
     assert lost == [layout.mini_batch_id(3), layout.mini_batch_id(6)]
@@ -459,15 +465,14 @@ def test_a_worker_that_dies_charges_a_try_only_to_the_mini_batch_in_its_run(tmp_
 
 
 def test_a_failed_result_write_is_never_dropped(tmp_path: Path) -> None:
-    # The writer thread cannot write the third result: the worker must not go on as if that
-    # mini-batch were done. It ends, one try is charged, a fresh worker does the rest, once each.
-    plant = "queue/running/i0.0/" + layout.TMP_PREFIX + "000000002.csv"
+    # The worker cannot write the third mini-batch's record (its rows pass the first worker's file
+    # size limit): it must not go on as if that mini-batch were done. It ends, one try is charged,
+    # a fresh worker does the rest, once each.
     files = [f"{i:02d}-nap.txt" for i in range(5)]
-    paths = make_job(tmp_path, files, script=NAP_SCRIPT, mini_batch_size=1,
-                     environment_variables={"PLANT": str(tmp_path / "job" / plant)})
+    paths = make_job(tmp_path, files, script=NAP_SCRIPT, mini_batch_size=1, environment_variables={"BIG": "1"})
     assert run(paths) == 0
     job = paths["job"]
-    assert "IsADirectoryError" in (job / layout.LOG_USER_STDERR / "i0" / "i0.0.stderr.txt").read_text()
+    assert "File too large" in (job / layout.LOG_USER_STDERR / "i0" / "i0.0.stderr.txt").read_text()
     assert len(marks(paths, "init.txt")) == 2
     assert [r["Status"] for r in attempts(job)].count(layout.STATUS_LOST) == 1
     assert sorted(line.split()[0] for line in merged(job)) == files
