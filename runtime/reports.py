@@ -11,10 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from . import layout
@@ -24,10 +24,22 @@ USER_ERROR = "UserError"  # run()/init() raised or ran too long
 SYSTEM_ERROR = "SystemError"  # the worker process was lost
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted (each worker logs many lines a second)
+
+
 def now_iso(t: float | None = None) -> str:
     """A UTC timestamp with milliseconds, as used in every log line."""
-    stamp = datetime.fromtimestamp(time.time() if t is None else t, timezone.utc)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    global _second
+    t = time.time() if t is None else t
+    whole = math.floor(t)
+    micro = round((t - whole) * 1e6)  # as datetime rounds it
+    if micro >= 1000000:
+        whole, micro = whole + 1, 0
+    sec, prefix = _second
+    if whole != sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        _second = (whole, prefix)
+    return f"{prefix}{micro // 1000:03d}Z"
 
 
 def open_append(path: str) -> int:
