@@ -86,16 +86,12 @@ class ProgressReader:
     `budget` > 0 is for a poller that only shows the counts: done/ and failed/ are then listed
     only when the last listing's cost is at most that fraction of the time since it (listing 100,000
     names costs 10-50 ms: at DISPLAY_BUDGET, about once a second), the counts of that listing in
-    between (`for_display`); with nothing claimed (a drained or stopped queue) it lists every time.
+    between (the host's own poll, `shared_reader`); with nothing claimed (a drained or stopped queue) it
+    lists every time, and an `exact` read always lists.
     The default reads exactly, every time (decisions: threshold, outcome, final counts).
     """
 
     DISPLAY_BUDGET = 0.02
-
-    @classmethod
-    def for_display(cls, job_dir: str | os.PathLike[str]) -> ProgressReader:
-        """A reader for a poller that shows progress (it may lag its listing by about a second at scale)."""
-        return cls(job_dir, cls.DISPLAY_BUDGET)
 
     def __init__(self, job_dir: str | os.PathLike[str], budget: float = 0.0) -> None:
         self.job_dir = os.fspath(job_dir)
@@ -105,6 +101,7 @@ class ProgressReader:
         self._seen: dict[str, set[str]] = {layout.DONE_DIR: set(), layout.FAILED_DIR: set()}
         self._sums: dict[str, list[int]] = {layout.DONE_DIR: [0, 0], layout.FAILED_DIR: [0, 0]}
         self._total: int | None = None
+        self._lock = threading.Lock()  # a reader may be shared (shared_reader): one read at a time
 
     def _scan(self, sub: str) -> tuple[int, int, int]:
         seen, sums = self._seen[sub], self._sums[sub]
@@ -119,8 +116,13 @@ class ProgressReader:
             sums[1] += got[1]
         return len(seen), sums[0], sums[1]
 
-    def read(self) -> QueueCounts:
-        """The current counts (reads only the records that appeared since the last call)."""
+    def read(self, exact: bool = False) -> QueueCounts:
+        """The current counts (reads only the records that appeared since the last call); `exact`
+        reads whatever the budget says."""
+        with self._lock:
+            return self._read(exact)
+
+    def _read(self, exact: bool) -> QueueCounts:
         if self._total is None:
             self._total = total_count(self.job_dir)
         total = self._total
@@ -130,7 +132,7 @@ class ProgressReader:
         finished = len(self._seen[layout.DONE_DIR]) + len(self._seen[layout.FAILED_DIR])
         now = time.monotonic()
         # With nothing claimed, the queue may be drained or stopping: a last read is always exact.
-        due = self.budget <= 0 or not running or self._scan_cost <= self.budget * (now - self._scanned_at)
+        due = exact or self.budget <= 0 or not running or self._scan_cost <= self.budget * (now - self._scanned_at)
         if (total is None or finished < total) and due:  # records are never removed: a drained queue stays so
             self._scan(layout.DONE_DIR)
             self._scan(layout.FAILED_DIR)
@@ -159,29 +161,35 @@ def _record_counts(path: str) -> tuple[int, int] | None:
     return int(rec.get("succeeded", 0)), int(rec.get("failed", 0))
 
 
-_READERS: OrderedDict[tuple[str, int, int], tuple[threading.Lock, ProgressReader]] = OrderedDict()
+_READERS: OrderedDict[tuple[str, int, int], ProgressReader] = OrderedDict()
 _READERS_LOCK = threading.Lock()
 KEPT_READERS = 16  # job folders whose reader counts() keeps (a reader of 100,000 records holds ~10 MB)
 
 
-def counts(job_dir: str | os.PathLike[str]) -> QueueCounts:
-    """The current counts of a job, exact; a process that asks again about the same job folder
-    (`job show`/`stream` while it runs, the REST and SDK pollers) reads only the records that
-    appeared since (the readers of the last KEPT_READERS job folders are kept)."""
+def shared_reader(job_dir: str | os.PathLike[str], budget: float = 0.0) -> ProgressReader:
+    """The reader this process keeps for a job folder (those of the last KEPT_READERS): `job show`/
+    `stream` while it runs, the REST and SDK pollers and the host driving the job read each record
+    once per process instead of every record on every call. `budget` (the host's display poll, see
+    ProgressReader) only applies to reads that are not exact; counts() always reads exactly."""
     job = os.path.abspath(os.fspath(job_dir))
     try:  # written once with the queue: a job folder made again at the same path is another job
         st = os.stat(layout.path(job, layout.QUEUE_COUNT_FILE))
     except FileNotFoundError:
-        return ProgressReader(job).read()
+        return ProgressReader(job, budget)
     key = (job, st.st_ino, st.st_mtime_ns)
     with _READERS_LOCK:
-        entry = _READERS.pop(key, None) or (threading.Lock(), ProgressReader(job))
-        _READERS[key] = entry
+        reader = _READERS.pop(key, None) or ProgressReader(job)
+        reader.budget = max(reader.budget, budget)
+        _READERS[key] = reader
         while len(_READERS) > KEPT_READERS:
             _READERS.popitem(last=False)
-    lock, reader = entry
-    with lock:
-        return reader.read()
+    return reader
+
+
+def counts(job_dir: str | os.PathLike[str]) -> QueueCounts:
+    """The current counts of a job, exact; asked again about the same job folder in this process,
+    only the records that appeared since are read (shared_reader)."""
+    return shared_reader(job_dir).read(exact=True)
 
 
 def merge_tmp(output_file: str | os.PathLike[str], token: str) -> str:

@@ -48,7 +48,7 @@ from ._fs import (
     write_all,
     write_atomic,
 )
-from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results
+from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_empty, merge_results, shared_reader
 from .reclaim import (
     claims,
     fail_attempt,
@@ -67,7 +67,7 @@ __all__ = [
     "ensure_dirs", "fail_attempt", "heartbeats", "is_drained", "is_no_space", "looks_empty", "merge_results",
     "release_claims", "release_instance", "release_worker", "requeue_instance", "requeue_worker", "stale_workers",
     "take_worker", "total_count", "touch_heartbeat", "worker_dir", "write_atomic", "write_queue",
-    "encode_result", "release_unstarted",
+    "encode_result", "release_unstarted", "shared_reader",
 ]
 
 MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9

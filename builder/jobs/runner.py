@@ -165,7 +165,9 @@ def _run(store: Store, job_dir: Path, watch: Watcher | None) -> dict[str, Any]:
     queue.release_instance(job_dir)
     pinning.check_runnable(job)  # the image or snapshot the job was invoked with, never another one
     plan = plan_for(job, job_dir)
-    reader = queue.ProgressReader.for_display(job_dir)  # lists done/ about once a second at 100,000 mini-batches
+    # Lists done/ about once a second at 100,000 mini-batches; shared with counts(), so the job's
+    # record at its end reads only the records that appeared since the last poll.
+    reader = queue.shared_reader(job_dir, queue.ProgressReader.DISPLAY_BUDGET)
     error: str | None = None
     restarts, max_restarts = 0, n * (settings.max_retries + 1)
     stopping = False  # the host stopped the instances itself (cancel): their claims go back untouched

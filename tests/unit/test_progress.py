@@ -84,3 +84,26 @@ def test_a_display_reader_lists_done_at_most_its_budget_of_the_time(
     queue.complete(job, "i.0", held, "x\n", 1)
     assert queue.ProgressReader(job).read().done == 3  # the default reads exactly, every time
     assert reader.read().done == 3  # nothing claimed any more: maybe the last read, always exact
+
+
+def test_the_host_shares_its_display_reader_with_counts_and_counts_stay_exact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's record at its end (counts()) reads only what the host's poll has not read yet, and a
+    display reader's saved listings never make counts() lag."""
+    job = _job(tmp_path, 4)
+    claimer = queue.Claimer(job, "i.0")
+    display = queue.shared_reader(job, queue.ProgressReader.DISPLAY_BUDGET)
+    queue.complete(job, "i.0", claimer.claim(), "x\n", 1)
+    held = claimer.claim()
+    assert display.read().done == 1
+    display._scan_cost = 1e9  # its next listings are far over budget
+    queue.complete(job, "i.0", claimer.claim(), "x\n", 1)
+    assert display.read().done == 1  # the display lags while something runs
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    assert queue.counts(job).done == 2  # exact all the same
+    assert [os.path.basename(p) for p in opened if layout.DONE_DIR in p] == ["000000002.json"]
+    assert queue.shared_reader(job) is display
+    queue.complete(job, "i.0", held, "x\n", 1)
+    assert queue.counts(job).done == 3
