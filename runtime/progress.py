@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -16,6 +17,10 @@ from typing import Any
 
 from . import layout, record
 from ._fs import JSON, is_claim, listdir, open_nofollow, total_count, unlink_quiet
+
+# Records are written by instances, read by the host (perhaps root): a link or a FIFO planted in their
+# place is never followed and never waited on.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 def _any_entry(folder: str, pred: Any = is_claim) -> bool:
@@ -149,10 +154,16 @@ class ProgressReader:
 def _record_counts(path: str) -> tuple[int, int] | None:
     """(succeeded, failed) of a done or failed record; None when it cannot be read now."""
     try:
-        fd = os.open(path, os.O_RDONLY)  # os-level: a third of open()'s cost, 100,000 times
+        fd = os.open(path, _READ)  # os-level: a third of open()'s cost, 100,000 times
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return 0, 0  # a link planted as a record: never followed (the merge refuses it)
+        raise
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return 0, 0  # a FIFO or a device planted as a record: never read
         rec = record.read_fd(fd)[0]  # its first two lines: the rows are not read
     except ValueError:
         return None
@@ -230,13 +241,17 @@ def _open_plain(path: str) -> int | None:
     """A file the runtime wrote, opened for reading (None: missing). A link there was put by
     someone else: ELOOP, never followed."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, _READ)
     except FileNotFoundError:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "a done record or result file is a symbolic link, not merged", path) from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "a done record or result file is not a regular file, not merged", path)
+    return fd
 
 
 def _copy_rows(job: str, path: str, bid: str, dst: Any) -> int:

@@ -27,10 +27,12 @@ Crash safety, step by step (no fsync: rename gives atomic visibility, which is w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import shutil
+import stat
 import time
 from collections.abc import Iterable
 from typing import Any, Dict
@@ -203,19 +205,9 @@ class Claimer:
                 self._pos = self._rng.randrange(len(self._names))  # someone works here: go elsewhere
                 continue
             self._won, self._misses = True, 0
-            fd = os.open(dst, os.O_RDONLY)  # os-level: a third of open()'s cost
-            try:
-                raw = b""
-                while chunk := os.read(fd, record.CHUNK):
-                    raw += chunk
-            finally:
-                os.close(fd)
-            line = record.head(raw)
-            if len(line) < len(raw):  # grown by a worker killed before its rename: the claim is line 1
-                try:
-                    os.truncate(dst, len(line))
-                except OSError:
-                    pass  # not ours to write: complete() writes the record anew
+            line = _claim_line(dst, self.folder)
+            if line is None:
+                continue  # not a file: something planted in pending/, not a mini-batch
             batch: MiniBatch = json.loads(line)
             # A retried batch may have been finished by a worker wrongly presumed dead: never
             # run it again. First tries skip this stat (the hot path).
@@ -223,6 +215,39 @@ class Claimer:
                 unlink_quiet(dst)
                 continue
             return batch
+
+
+# A link or a FIFO planted as a claim: never followed, never waited on.
+_READ_CLAIM = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _claim_line(path: str, folder: str) -> bytes | None:
+    """Line 1 of the claim just renamed to `path` (None, and removed, when it is no regular file).
+
+    A claim that holds more than its line was grown by a worker that died, or was given up for dead,
+    before its rename: it is replaced by a fresh file of its line (tmp + rename), so whatever that
+    worker still writes goes to a file nobody reads."""
+    try:
+        fd = os.open(path, _READ_CLAIM)  # os-level: a third of open()'s cost
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        unlink_quiet(path)
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            try:
+                os.rmdir(path) if stat.S_ISDIR(mode) else os.unlink(path)
+            except OSError:
+                pass
+            return None
+        line, grown = record.read_head(fd)
+    finally:
+        os.close(fd)
+    if grown:
+        write_atomic(path, line, folder)
+    return line
 
 
 def encode_result(text: str) -> bytes:

@@ -25,7 +25,7 @@ import uuid
 from typing import Any, Dict
 
 from . import layout, record
-from ._fs import JSON, dumps, is_claim, open_at, open_dir_beneath, remove_tree_at, write_all
+from ._fs import JSON, dumps, is_claim, is_no_space, open_at, open_dir_beneath, remove_tree_at, write_all
 from .reports import SYSTEM_ERROR, WorkerLogs
 
 MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9
@@ -327,7 +327,7 @@ def requeue_instance(
 
 def _release_at(dirs: _Folders, folder: int, keep: str | None = None,
                 sweep: bool = True) -> tuple[list[str], list[str]]:
-    """Give back the claims in `folder` untouched but `keep`'s; (ids given back, names ignored)."""
+    """Give back the claims in `folder` as they were claimed but `keep`'s; (ids given back, names ignored)."""
     released: list[str] = []
     if sweep:
         for name in os.listdir(folder):
@@ -341,12 +341,32 @@ def _release_at(dirs: _Folders, folder: int, keep: str | None = None,
         if _is_done(dirs, name):
             _unlink_at(folder, name)
             continue
-        try:
-            os.rename(name, name, src_dir_fd=folder, dst_dir_fd=dirs.fd(layout.PENDING_DIR))
-        except FileNotFoundError:
+        if not _give_back(dirs, folder, name, batch):
             continue
         released.append(batch["id"])
     return released, ignored
+
+
+def _give_back(dirs: _Folders, folder: int, name: str, batch: MiniBatch) -> bool:
+    """Put a claim back in pending/ as it was claimed (its line 1); False when it is gone already.
+
+    A fresh file, then the claim removed: a worker given up for dead but still writing its claim
+    (complete() grows it into its record) writes to a file nobody will read, never into the next
+    claimer's. On a full disk the claim file itself goes back (a rename needs no space; the next
+    claimer replaces it by a fresh copy when it was grown)."""
+    try:
+        _write_at(folder, dirs.fd(layout.PENDING_DIR), name, dumps(batch).encode("ascii"))
+    except OSError as e:
+        if not is_no_space(e):
+            raise
+        _unlink_at(folder, layout.TMP_PREFIX + name)
+        try:
+            os.rename(name, name, src_dir_fd=folder, dst_dir_fd=dirs.fd(layout.PENDING_DIR))
+        except FileNotFoundError:
+            return False
+        return True
+    _unlink_at(folder, name)
+    return True
 
 
 def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:

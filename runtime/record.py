@@ -50,20 +50,37 @@ def whole(claim: Record, stats: Record, rows: bytes | None) -> bytes:
     return dumps(claim).encode("ascii") + tail(stats, rows)
 
 
+def _read_to_newlines(fd: int, wanted: int) -> tuple[bytes, list[int]]:
+    """(the bytes read, where their first `wanted` newlines are): reads in chunks until it has seen
+    `wanted` newlines or the end, joining once (a long line 1, 10,000 items, is read in linear time)."""
+    chunks: list[bytes] = []
+    found: list[int] = []
+    size = 0
+    while len(found) < wanted:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            break
+        at = chunk.find(NL)
+        while at >= 0 and len(found) < wanted:
+            found.append(size + at)
+            at = chunk.find(NL, at + 1)
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), found
+
+
 def _lines(fd: int) -> tuple[bytes, int]:
     """(the bytes read, the offset of the rows): reads until two newlines are seen, or to the end
     (-1: no second newline, a record without rows of its own)."""
-    buf = b""
-    while True:
-        chunk = os.read(fd, CHUNK)
-        if not chunk:
-            return buf, -1
-        buf += chunk
-        first = buf.find(NL)
-        if first >= 0:
-            second = buf.find(NL, first + 1)
-            if second >= 0:
-                return buf, second + 1
+    buf, found = _read_to_newlines(fd, 2)
+    return buf, (found[1] + 1 if len(found) == 2 else -1)
+
+
+def read_head(fd: int) -> tuple[bytes, bool]:
+    """(line 1 of an open claim file, whether the file holds more than that line): what a worker
+    killed while growing it added is read no further than its first newline."""
+    buf, found = _read_to_newlines(fd, 1)
+    return (buf[:found[0]], True) if found else (buf, False)
 
 
 def parse(buf: bytes, rows_at: int) -> Record:

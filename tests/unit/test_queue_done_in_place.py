@@ -97,8 +97,8 @@ def test_killed_before_the_rename_the_claim_is_still_a_claim(
 
 @pytest.mark.parametrize("cut", [1, 7, 40, 60])
 def test_a_claim_given_back_half_grown_is_cut_back_to_its_line(tmp_path: Path, cut: int) -> None:
-    """A worker killed in the middle of its pwrite: its claim goes back untouched (release), tail and all;
-    the next claimer reads line 1 and cuts the rest, and only the retry's rows are merged."""
+    """A worker killed in the middle of its pwrite: its claim goes back as it was claimed (release), and
+    only the retry's rows are merged."""
     job = _job(tmp_path, 4, 2)
     batch = queue.Claimer(job, "dead.0").claim()
     claim = job / layout.RUNNING_DIR / "dead.0" / "000000000.json"
@@ -108,7 +108,7 @@ def test_a_claim_given_back_half_grown_is_cut_back_to_its_line(tmp_path: Path, c
         f.write(grown[:cut])
     assert queue.release_claims(job, "dead.0") == ["000000000"]
     pending = job / layout.PENDING_DIR / "000000000.json"
-    assert pending.read_bytes().endswith(grown[:cut])  # given back untouched
+    assert json.loads(pending.read_bytes()) == batch  # given back as it was claimed: its line alone
     retry = queue.Claimer(job, "live.0").claim()
     assert (retry["id"], retry["items"], retry["attempt"]) == ("000000000", batch["items"], 0)
     assert b"\n" not in (job / layout.RUNNING_DIR / "live.0" / "000000000.json").read_bytes()
@@ -189,3 +189,74 @@ def test_records_of_an_older_runtime_are_merged_from_their_result_files(tmp_path
     assert _merged(job, tmp_path / "out.csv") == "old 0\nnew 2\n"
     counts = queue.counts(job)
     assert (counts.done, counts.items_succeeded, counts.items_failed) == (3, 4, 2)
+
+
+def test_a_worker_given_up_for_dead_but_still_writing_never_writes_into_the_next_claim(tmp_path: Path) -> None:
+    """Its claims given back (release_worker) while it is inside complete(): what it still writes goes
+    to a file nobody reads, never into the file of the worker that claims the mini-batch next."""
+    job = _job(tmp_path, 2, 2)
+    batch = queue.Claimer(job, "instance-0.0").claim()
+    held = os.open(job / layout.RUNNING_DIR / "instance-0.0" / "000000000.json", os.O_WRONLY)  # as complete() has it
+    try:
+        assert queue.release_worker(job, "instance-0.0") == ["000000000"]
+        retry = queue.Claimer(job, "instance-1.0").claim()
+        assert retry == batch
+        end = os.fstat(held).st_size
+        os.pwrite(held, record.tail({"status": "done", "worker": "instance-0.0", "total": 2, "succeeded": 2,
+                                     "failed": 0}, b"from the worker given up\n"), end)
+    finally:
+        os.close(held)
+    queue.complete(job, "instance-1.0", retry, "from the worker that claimed it next\n", 2)
+    assert record.read(str(job / layout.DONE_DIR / "000000000.json"))["worker"] == "instance-1.0"
+    assert _merged(job, tmp_path / "out.csv") == "from the worker that claimed it next\n"
+
+
+def test_a_grown_claim_found_in_pending_is_claimed_as_a_fresh_file(tmp_path: Path) -> None:
+    """On a full disk a claim goes back by rename, grown as it was: the next claimer takes its line into
+    a file of its own, so a writer still holding the old file cannot reach it."""
+    job = _job(tmp_path, 2, 2)
+    pending = job / layout.PENDING_DIR / "000000000.json"
+    line = pending.read_bytes()
+    with open(pending, "ab") as f:
+        f.write(record.tail({"status": "done", "worker": "gone.0"}, b"stale\n")[:30])
+    held = os.open(pending, os.O_WRONLY)
+    try:
+        batch = queue.Claimer(job, "live.0").claim()
+        claim = job / layout.RUNNING_DIR / "live.0" / "000000000.json"
+        assert claim.read_bytes() == line
+        os.pwrite(held, b"\nwritten late\n", os.fstat(held).st_size)
+        assert claim.read_bytes() == line
+    finally:
+        os.close(held)
+    queue.complete(job, "live.0", batch, "fresh\n", 2)
+    assert _merged(job, tmp_path / "out.csv") == "fresh\n"
+
+
+def test_a_grown_claim_is_read_no_further_than_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = _job(tmp_path, 2, 2)
+    pending = job / layout.PENDING_DIR / "000000000.json"
+    with open(pending, "ab") as f:
+        f.write(b"\n" + b"x" * (8 << 20))  # rows of a worker killed before its rename
+    read: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
+    assert queue.Claimer(job, "live.0").claim()["id"] == "000000000"
+    assert sum(read) <= 2 * record.CHUNK
+
+
+def test_a_fifo_or_a_link_in_done_is_never_waited_on_nor_followed(tmp_path: Path) -> None:
+    job = _job(tmp_path, 6, 2)
+    c = queue.Claimer(job, "i.0")
+    queue.complete(job, "i.0", c.claim(), "row\n", 2)
+    for bid in ("000000001", "000000002"):
+        (job / layout.RUNNING_DIR / "i.0").mkdir(exist_ok=True)
+        c.claim()
+        (job / layout.RUNNING_DIR / "i.0" / f"{bid}.json").unlink()
+    os.mkfifo(job / layout.DONE_DIR / "000000001.json")  # a reader that waited on it would wait forever
+    secret = tmp_path / "secret"
+    secret.write_bytes(b'{"id":"000000002","items":[],"attempt":0}\n{"succeeded":1000,"failed":0}\nsecret\n')
+    (job / layout.DONE_DIR / "000000002.json").symlink_to(secret)
+    counts = queue.counts(job)
+    assert (counts.done, counts.items_succeeded) == (3, 2)
+    with pytest.raises(OSError, match="not a regular file|symbolic link"):
+        queue.merge_results(job, tmp_path / "out.csv")
