@@ -193,7 +193,7 @@ class SwarmBackend:
             try:
                 if instance in self.stopping:
                     tid = self.tasks.get(instance)
-                    if (tid and self.api.tasks(filters={"id": tid})) or self._containers_of([service]):
+                    if (tid and self.api.tasks(filters={"id": tid})) or _containers_of(self.api, [service]):
                         continue  # its container is still stopping: wait until it is gone
                     self._exits[instance] = layout.EXIT_STOPPED
                     continue
@@ -343,17 +343,32 @@ def remove_services(api: Any, services: list[str], tasks: list[str] | None = Non
         except docker.errors.NotFound:
             continue
     deadline = time.monotonic() + GONE_WAIT_SECONDS
-    for tid in tasks:
-        while api.tasks(filters={"id": tid}) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    while services and time.monotonic() < deadline and _containers_of(api, services):
+    while time.monotonic() < deadline:
+        # A task is done with once it is gone or has ended (Engine 20.10 keeps listing the ended task
+        # of a removed job-mode service: the doctor's check runs one).
+        tasks = [tid for tid in tasks if any((t.get("Status") or {}).get("State") not in TERMINAL
+                                             for t in api.tasks(filters={"id": tid}))]
+        left = _containers_of(api, services) if services else []
+        for container in left:
+            # An ended container of this service: Swarm removes those of replicated services, Engine
+            # 20.10 leaves those of job-mode ones; nothing runs in it any more.
+            if container.get("State") in ENDED_STATES:
+                try:
+                    api.remove_container(container["Id"], force=True)
+                except docker.errors.APIError:  # NotFound included: Swarm removed it meanwhile
+                    pass
+        if not tasks and not left:
+            return
         time.sleep(0.2)
 
 
-def _containers_of(api: Any, services: list[str]) -> list[str]:
+ENDED_STATES = ("exited", "dead", "created")
+
+
+def _containers_of(api: Any, services: list[str]) -> list[dict[str, Any]]:
     """Containers of `services` on the manager's own node. A task is gone from the manager before its
     node removed the container; other nodes' engines remove theirs the same way."""
-    return [c["Id"] for c in api.containers(all=True, filters={"label": "com.docker.swarm.service.id"})
+    return [c for c in api.containers(all=True, filters={"label": "com.docker.swarm.service.id"})
             if (c.get("Labels") or {}).get("com.docker.swarm.service.id") in services]
 
 

@@ -165,8 +165,9 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
     raise AssertionError(f"process {pid} did not die")
 
 
-def tmp_results(job_dir: Path) -> list[tuple[str, str]]:
-    """(worker, mini-batch id) of every result being written right now (temp files under running/)."""
+def growing_claims(job_dir: Path) -> list[tuple[str, str]]:
+    """(worker, mini-batch id) of every record being written right now: a claim under running/ that
+    has grown past its line (complete() writes the counts and the rows after it, then renames it)."""
     found = []
     running = job_dir / layout.RUNNING_DIR
     for worker in os.listdir(running) if running.exists() else []:
@@ -175,8 +176,14 @@ def tmp_results(job_dir: Path) -> list[tuple[str, str]]:
         except FileNotFoundError:
             continue
         for n in names:
-            if n.startswith(layout.TMP_PREFIX) and n.endswith(layout.RESULT_SUFFIX):
-                found.append((worker, n[len(layout.TMP_PREFIX):-len(layout.RESULT_SUFFIX)]))
+            if n.startswith(".") or not n.endswith(".json"):
+                continue
+            try:
+                grown = (running / worker / n).stat().st_size > 4096  # a claim's line is ~60 bytes here
+            except FileNotFoundError:
+                continue
+            if grown:
+                found.append((worker, n[:-len(".json")]))
     return found
 
 
@@ -221,7 +228,7 @@ def test_instance_killed_in_init_run_and_result_write(deploy, jobs: list[str], t
     killed += 1
     kills["run"] = bid
 
-    # (c) while writing a big result: its temp file exists and its done record does not
+    # (c) while writing a big result: its claim is growing into its record, not yet renamed into done/
     big_ids = {layout.mini_batch_id(i) for i, n in enumerate(names) if "big" in n}
     pids: dict[str, int] = {}
     deadline = time.monotonic() + 120
@@ -232,7 +239,7 @@ def test_instance_killed_in_init_run_and_result_write(deploy, jobs: list[str], t
             pids = {inst: pid for inst in ("instance-0", "instance-1") if (pid := container_pid(name, inst))}
             next_refresh = time.monotonic() + 0.5
         assert read_job_file(job_dir)["status"] == "Running", f"the job ended first (kills so far: {kills})"
-        for worker, bid in tmp_results(job_dir):
+        for worker, bid in growing_claims(job_dir):
             inst = layout.instance_of(worker)
             if bid in big_ids and inst in pids:
                 pid = pids.pop(inst)
