@@ -370,11 +370,13 @@ def _give_back(dirs: _Folders, folder: int, name: str, batch: MiniBatch) -> bool
 
 
 def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
-    """Give back every claim of `worker` untouched (the try does not count); return their ids.
+    """Give back every claim of `worker` untouched (as claimed, the try not counted; `_give_back`);
+    return their ids.
 
     For what is not the mini-batch's fault: the job folder is full, the host died (its resume
-    stops the instances it left), the host or the supervisor stopped the worker. A rename needs no
-    space, so this works on a full disk; the worker's temp files are removed (that frees some).
+    stops the instances it left), the host or the supervisor stopped the worker. On a full disk the
+    claim files themselves are renamed back (a rename needs no space); the worker's temp files are
+    removed (that frees some).
     A claim whose done record exists is just dropped. Only for a worker known to be gone, or by the
     worker itself.
     """
