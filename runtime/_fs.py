@@ -15,6 +15,10 @@ dumps = json.JSONEncoder(separators=(",", ":")).encode  # ASCII-escaped: odd fil
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
+# Claims and records are written by instances and read by workers and the host (perhaps root): a link
+# planted in their place is never followed (ELOOP), a FIFO never waited on.
+READ_PLANTED = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
 
 def is_no_space(exc: BaseException) -> bool:
     """An OSError saying the filesystem (of the job folder) is full."""

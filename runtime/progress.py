@@ -16,11 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import layout, record
-from ._fs import JSON, is_claim, listdir, open_nofollow, total_count, unlink_quiet
-
-# Records are written by instances, read by the host (perhaps root): a link or a FIFO planted in their
-# place is never followed and never waited on.
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+from ._fs import JSON, READ_PLANTED, is_claim, listdir, open_nofollow, total_count, unlink_quiet
 
 
 def _any_entry(folder: str, pred: Any = is_claim) -> bool:
@@ -154,7 +150,7 @@ class ProgressReader:
 def _record_counts(path: str) -> tuple[int, int] | None:
     """(succeeded, failed) of a done or failed record; None when it cannot be read now."""
     try:
-        fd = os.open(path, _READ)  # os-level: a third of open()'s cost, 100,000 times
+        fd = os.open(path, READ_PLANTED)  # os-level: a third of open()'s cost, 100,000 times
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -241,7 +237,7 @@ def _open_plain(path: str) -> int | None:
     """A file the runtime wrote, opened for reading (None: missing). A link there was put by
     someone else: ELOOP, never followed."""
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, READ_PLANTED)
     except FileNotFoundError:
         return None
     except OSError as e:

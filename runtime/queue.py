@@ -40,6 +40,7 @@ from typing import Any, Dict
 from . import layout, record
 from ._fs import (
     JSON,
+    READ_PLANTED,
     dumps,
     is_claim,
     is_no_space,
@@ -217,10 +218,6 @@ class Claimer:
             return batch
 
 
-# A link or a FIFO planted as a claim: never followed, never waited on.
-_READ_CLAIM = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-
-
 def _claim_line(path: str, folder: str) -> bytes | None:
     """Line 1 of the claim just renamed to `path` (None, and removed, when it is no regular file).
 
@@ -228,7 +225,7 @@ def _claim_line(path: str, folder: str) -> bytes | None:
     before its rename: it is replaced by a fresh file of its line (tmp + rename), so whatever that
     worker still writes goes to a file nobody reads."""
     try:
-        fd = os.open(path, _READ_CLAIM)  # os-level: a third of open()'s cost
+        fd = os.open(path, READ_PLANTED)  # os-level: a third of open()'s cost
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise

@@ -25,13 +25,12 @@ import uuid
 from typing import Any, Dict
 
 from . import layout, record
-from ._fs import JSON, dumps, is_claim, is_no_space, open_at, open_dir_beneath, remove_tree_at, write_all
+from ._fs import JSON, READ_PLANTED, dumps, is_claim, is_no_space, open_at, open_dir_beneath, remove_tree_at, write_all
 from .reports import SYSTEM_ERROR, WorkerLogs
 
 MiniBatch = Dict[str, Any]  # typing's: a builtin subscripted at run time needs 3.9
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO planted as a claim never blocks
 
 
 class _Folders:
@@ -130,7 +129,7 @@ def _read_claims(folder: int) -> tuple[list[MiniBatch], list[str]]:
     ignored: list[str] = []
     for name in sorted(n for n in os.listdir(folder) if is_claim(n)):
         try:
-            fd = os.open(name, _READ, dir_fd=folder)
+            fd = os.open(name, READ_PLANTED, dir_fd=folder)
         except FileNotFoundError:
             continue  # finished or requeued while we looked
         except OSError:

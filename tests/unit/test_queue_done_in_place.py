@@ -260,3 +260,22 @@ def test_a_fifo_or_a_link_in_done_is_never_waited_on_nor_followed(tmp_path: Path
     assert (counts.done, counts.items_succeeded) == (3, 2)
     with pytest.raises(OSError, match="not a regular file|symbolic link"):
         queue.merge_results(job, tmp_path / "out.csv")
+
+
+def test_a_link_fifo_or_folder_planted_in_pending_is_skipped_and_never_followed(tmp_path: Path) -> None:
+    """Scoring code can write pending/: what it plants there under a claim's name is removed from the
+    claimer's folder (a claim there would keep the job from draining), never read through nor cut."""
+    job = _job(tmp_path, 2, 2)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("first line\nsecond line\n")
+    pending = job / layout.PENDING_DIR
+    (pending / "000000007.json").symlink_to(victim)
+    os.mkfifo(pending / "000000008.json")
+    (pending / "000000009.json").mkdir()
+    claimer = queue.Claimer(job, "i.0")
+    batch = claimer.claim()
+    assert batch["id"] == "000000000"
+    assert claimer.claim() is None
+    assert victim.read_text() == "first line\nsecond line\n"
+    assert _files(job / layout.RUNNING_DIR / "i.0") == ["000000000.json"]
+    assert _files(pending) == []
