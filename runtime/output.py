@@ -83,46 +83,123 @@ def frame_text(df: Any) -> str:
     writes the rows with the same `csv.writer` settings. Any other column type (dates, categories,
     nullable extension types, ...) goes through pandas' to_csv.
     """
-    rows = _fast_rows(df)
-    if rows is None:
+    if df.shape[1] == 0:
         return df.to_csv(header=None, index=None, sep=" ", lineterminator="\n")
+    columns = _column_lists(df)
+    if columns is None:
+        return df.to_csv(header=None, index=None, sep=" ", lineterminator="\n")
+    text = _plain_text(columns)
+    if text is not None:
+        return text
+    rows = zip(*columns)  # noqa: B905 - equal lengths; strict= needs Python 3.10 (images may be older)
     buf = io.StringIO()
     csv.writer(buf, delimiter=" ", quotechar='"', quoting=csv.QUOTE_MINIMAL, doublequote=True, escapechar=None,
                lineterminator="\n").writerows(rows)
     return buf.getvalue()
 
 
-def _fast_rows(df: Any) -> Any:
-    pd, np = sys.modules["pandas"], sys.modules["numpy"]
-    if df.shape[1] == 0:
-        return None
-    # The column arrays without building a Series per column (a third of the cost otherwise).
-    arrays = df._iter_column_arrays() if hasattr(df, "_iter_column_arrays") else (c.array for _, c in df.items())
-    columns = []
-    for values in arrays:
-        dtype = values.dtype
-        if isinstance(dtype, np.dtype):
-            kind = dtype.kind
-            values = np.asarray(values)
-            if kind == "f":
-                mask = np.isnan(values)
-                values = values.astype(str).astype(object)
-            elif kind == "O":
-                mask = pd.isna(values)
-                values = values.copy()
-            elif kind in "iub":
-                columns.append(values.tolist())  # ints and bools are never missing
-                continue
-            else:
+def _plain_text(columns: list[list[Any]]) -> str | None:
+    """The rows joined by hand when csv.writer would quote nothing (a third of its cost); None when
+    a field is empty, holds a space, a quote or a line break, or is neither a str nor a number
+    (csv.writer decides those).
+
+    Numbers need no check: str() of an int, a bool or a float never holds one of those.
+    """
+    texts = []
+    for column in columns:
+        if all(type(v) is str and v for v in column):
+            joined = "".join(column)
+            if " " in joined or '"' in joined or "\n" in joined or "\r" in joined:
                 return None
-            if mask.any():
-                values[mask] = ""
-            columns.append(values.tolist())
-        elif isinstance(dtype, pd.StringDtype):
-            columns.append(values.to_numpy(dtype=object, na_value="").tolist())
+            texts.append(column)
+        elif all(type(v) in _NUMBERS for v in column):
+            texts.append(list(map(str, column)))
         else:
             return None
-    return zip(*columns)  # noqa: B905 - equal lengths; strict= needs Python 3.10 (images may be older)
+    return "\n".join(map(" ".join, zip(*texts))) + "\n"  # noqa: B905 - equal lengths
+
+
+_NUMBERS = (int, float, bool)
+
+
+def _column_lists(df: Any) -> list[list[Any]] | None:
+    """Each column as a list of what csv.writer is to write (missing values: ""), None for a column
+    type only pandas' to_csv formats.
+
+    Right after a model's run() the caches are cold and every numpy or pandas call costs 5-40 us,
+    so this takes each block of columns at once (`_mgr.blocks`, a column of floats as one
+    `tolist()`) and checks the values in Python, where most frames need no numpy call at all. A
+    frame whose internals differ (other pandas versions) goes through the columns one by one.
+    """
+    try:
+        blocks = df._mgr.blocks
+        parts = [(blk.mgr_locs.as_array.tolist(), blk.values) for blk in blocks]
+    except AttributeError:
+        arrays = df._iter_column_arrays() if hasattr(df, "_iter_column_arrays") else (c.array for _, c in df.items())
+        parts = [([i], values) for i, values in enumerate(arrays)]
+    columns: list[Any] = [None] * df.shape[1]
+    for locs, values in parts:
+        lists = _block_lists(values, len(locs))
+        if lists is None:
+            return None
+        for loc, values_list in zip(locs, lists):  # noqa: B905 - one list per location
+            columns[loc] = values_list
+    return columns
+
+
+def _block_lists(values: Any, width: int) -> list[list[Any]] | None:
+    """The columns of one block (a 2-D numpy array of `width` rows, or a 1-D array of one column)."""
+    pd, np = sys.modules["pandas"], sys.modules["numpy"]
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype):
+        if values.ndim == 1:
+            values = values.reshape(1, -1)
+        elif values.shape[0] != width:
+            return None
+        kind = dtype.kind
+        if kind in "iub":
+            return values.tolist()  # ints and bools are never missing
+        if kind == "f" and dtype.itemsize == 8:
+            # str() of a Python float is numpy's astype(str) of a float64 (shortest round trip, the
+            # same switch to exponents), which is what pandas writes.
+            return [[v if v == v else "" for v in column] for column in values.tolist()]
+        if kind == "O":
+            lists = values.tolist()
+            if all(type(v) is str for column in lists for v in column):
+                return lists
+            return [_numpy_column(np.asarray(column, dtype=object), pd, np) for column in values]
+        if kind == "f":
+            return [_numpy_column(column, pd, np) for column in values]
+        return None
+    if isinstance(dtype, pd.StringDtype) and width == 1:
+        return [_string_list(values)]
+    return None
+
+
+def _numpy_column(values: Any, pd: Any, np: Any) -> list[Any]:
+    """A float or object column the way pandas' `get_values_for_csv` converts it."""
+    if values.dtype.kind == "f":
+        mask = np.isnan(values)
+        values = values.astype(str).astype(object)
+    else:
+        mask = pd.isna(values)
+        values = values.copy()
+    if mask.any():
+        values[mask] = ""
+    return values.tolist()
+
+
+def _string_list(values: Any) -> list[Any]:
+    """A pandas string column; its missing values (None, NA or NaN, by storage) become ""."""
+    stored = getattr(values, "_ndarray", None)  # python storage: str or the missing value
+    if stored is None:
+        arrow = getattr(values, "_pa_array", None)  # pyarrow storage: None when missing
+        stored = arrow.to_pylist() if hasattr(arrow, "to_pylist") else None
+    else:
+        stored = stored.tolist()
+    if stored is None:
+        return values.to_numpy(dtype=object, na_value="").tolist()
+    return [v if isinstance(v, str) else "" for v in stored]
 
 
 def count_summary(result: Any, inputs: int) -> Outcome:

@@ -8,13 +8,15 @@ enforce the timeout and to know what a killed worker was doing.
 While run() takes longer than a mini-batch's file work, the worker touches no file between two
 run() calls: its writer thread (writer.py) records each finished mini-batch and claims the next one
 while run() works (a shorter run() would only wait for the thread: the worker then does that work
-itself, `_Pace`). So a worker may hold up to three claims: the one in run(), the next one, and
-finished ones still on their way to disk. Only the first is its own doing if it dies; the
-supervisor gives the others back untouched (`current_batch`).
+itself, `_Pace`, and then claims and records a few mini-batches at a time, `_Held`). So a worker
+may hold several claims: the one in run(), the next ones, and finished ones still on their way to
+disk. Only the first is its own doing if it dies; the supervisor gives the others back untouched
+(`current_batch`), and the finished ones run again.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import logging
 import os
@@ -42,6 +44,8 @@ PHASE, STARTED, BATCH = 0, 1, 2
 STATE_SIZE = 3
 PHASE_INIT, PHASE_READY = 0.0, 1.0
 IDLE_POLL_SECONDS = 0.05  # pending/ empty: look again this often (items of dead workers come back)
+HOLD_SECONDS = 0.05  # a short run(): claims taken and records written this much run() time at a time
+MOST_HELD = 16  # and never more mini-batches than this at once
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,7 @@ class _Pace:
 
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.run = self.files = 0.0
+        self.runs = 0  # run() calls timed
         self._clock = clock
         self._last: tuple[float, bool, bool] | None = None  # the mini-batch in progress: start, mode, counted
         self._previous = True  # the mode of the mini-batch before it
@@ -316,6 +321,14 @@ class _Pace:
 
     def ran(self, seconds: float) -> None:
         self.run += 0.1 * (seconds - self.run)
+        self.runs += 1
+
+    def together(self) -> int:
+        """How many mini-batches to claim, and to record, at a time while the worker does its file
+        work itself: as many as HOLD_SECONDS of run() (1 until the warm-up has timed run())."""
+        if self.runs < self.WARM_UP:
+            return 1
+        return max(1, min(MOST_HELD, int(HOLD_SECONDS / max(self.run + self.files, 1e-6))))
 
     def filed(self, seconds: float) -> None:
         self.files += 0.1 * (seconds - self.files)
@@ -337,20 +350,33 @@ class _Ahead:
         self._claimer, self._writer, self._pace = claimer, writer, pace
         self._slot: _queue.Queue[queue.MiniBatch | None] = _queue.Queue(maxsize=1)
         self._asked = False
+        self._claimed: collections.deque[queue.MiniBatch] = collections.deque()  # taken together, not yet given
 
     def ask(self) -> None:
-        """Claim the next mini-batch in the background (once until it is taken)."""
-        if self._writer is not None and not self._asked:
+        """Claim the next mini-batch in the background (once until it is taken; not while claims
+        taken together are left)."""
+        if self._writer is not None and not self._asked and not self._claimed:
             self._asked = True
             self._writer.submit(self._claim)
 
     def _claim(self) -> None:
         self._slot.put(self._pace.timed(self._claimer.claim))
 
-    def take(self) -> queue.MiniBatch | None:
-        """The next mini-batch, None when pending/ is empty; raises what the writer thread raised."""
+    def take(self, count: int = 1) -> queue.MiniBatch | None:
+        """The next mini-batch, None when pending/ is empty; raises what the writer thread raised.
+
+        Claiming by itself, the worker takes up to `count` at once: one after the other the claims
+        find the caches warm (the first one after run() is the dearest)."""
+        if self._claimed:
+            return self._claimed.popleft()
         if self._writer is None or not self._asked:
-            return self._pace.timed(self._claimer.claim)
+            batch = self._pace.timed(self._claimer.claim)
+            while batch is not None and len(self._claimed) < count - 1:
+                more = self._pace.timed(self._claimer.claim)
+                if more is None:
+                    break
+                self._claimed.append(more)
+            return batch
         while True:
             try:
                 batch = self._slot.get(timeout=0.05)
@@ -361,8 +387,43 @@ class _Ahead:
             return batch
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    fn(*args, **kwargs)
+class _Held:
+    """Finished mini-batches whose file work the worker does together, a few at a time.
+
+    Right after a run() that filled the caches, a mini-batch's file work costs 3-4 x what it costs
+    warm (0.2-0.3 ms after a torch run(), where the limit spends nothing): done back to back, all
+    but the first find the caches warm. A held mini-batch is finished work a crash would lose, not
+    rows: its claim is still in running/<worker>/, goes back untouched (the supervisor charges only
+    the mini-batch in run()) and runs again. So the worker holds at most `_Pace.together()`
+    mini-batches, HOLD_SECONDS of run() (none when run() takes longer), and writes them before it
+    waits for work, hands work to its writer thread, or stops.
+    """
+
+    def __init__(self, logs: reports.WorkerLogs) -> None:
+        self._logs = logs
+        self._calls: list[tuple[Any, ...]] = []
+        self._since = 0.0
+
+    def add(self, *call: Any) -> None:
+        """Hold one call: (fn, *args)."""
+        if not self._calls:
+            self._since = time.perf_counter()
+        self._calls.append(call)
+
+    def due(self, most: int) -> bool:
+        """Whether the held calls are to be written now: `most` of them, or held HOLD_SECONDS."""
+        return bool(self._calls) and (len(self._calls) >= most or time.perf_counter() - self._since >= HOLD_SECONDS)
+
+    def flush(self) -> None:
+        """Run the held calls in order (a failure leaves the rest unwritten: their claims go back)."""
+        calls, self._calls = self._calls, []
+        if len(calls) == 1:
+            fn, *args = calls[0]
+            fn(*args)
+            return
+        with self._logs.together():  # their log lines in one write per file
+            for fn, *args in calls:
+                fn(*args)
 
 
 def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch, data: bytes | None,
@@ -397,20 +458,27 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     writer = Writer(depth) if depth else None
     pace = _Pace()
     ahead = _Ahead(claimer, writer, pace)
+    held = _Held(logs)
+    overlap = False  # the mode of the mini-batch before (the writer thread claims and records one at a time)
     try:
         # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
         while not stop.value and os.getppid() == parent:
-            batch = ahead.take()
+            batch = ahead.take(1 if overlap else pace.together())
             if writer is not None:
                 writer.check()  # a failure of the thread is raised while the batch it hit is still current
             if batch is None:
+                held.flush()
                 pace.idle()
                 time.sleep(IDLE_POLL_SECONDS)
                 continue
             overlap = writer is not None and pace.overlap()
-            record = writer.submit if overlap else _call  # type: ignore[union-attr]
-            if overlap and not stop.value:
-                ahead.ask()
+            if overlap:
+                held.flush()
+                record = writer.submit  # type: ignore[union-attr]
+                if not stop.value:
+                    ahead.ask()
+            else:
+                record = held.add
             start, t0, c0 = wall(), clock(), cpu()
             items = batch["items"]
             state[BATCH] = float(int(batch["id"]) + 1)
@@ -428,9 +496,14 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
                 summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
                 record(pace.timed, _record_failure, job, worker, logs, batch, summary, tries, start, clock() - t0,
                        cpu() - c0, run_seconds)
+                if held.due(pace.together()):
+                    held.flush()
                 continue
             record(pace.timed, _record_done, job, worker, logs, batch, data, outcome, start, clock() - t0,
                    cpu() - c0, run_seconds)
+            if held.due(pace.together()):
+                held.flush()
+        held.flush()
         if writer is not None:
             writer.close()  # every finished mini-batch recorded; raises a failure of the thread
     except BaseException:

@@ -42,7 +42,19 @@ def frames() -> list[pd.DataFrame]:
             pd.DataFrame({"cx": np.arange(n) + 1j}),
             pd.DataFrame(np.arange(2 * n).reshape(n, 2), columns=["dup", "dup"]),
             pd.DataFrame({"x": np.arange(n)}, index=[f"r{i}" for i in range(n)]),
+            # columns of one type apart from each other: one block, its rows put back in place
+            pd.DataFrame({"a": rng.random(n), "s": [f"s{i}" for i in range(n)], "b": [np.nan] + [0.5] * (n - 1),
+                          "i": np.arange(n), "o": np.array(["x"] * n, dtype=object), "c": rng.random(n) * 1e20,
+                          "o2": np.array([None] + ["y z"] * (n - 1), dtype=object), "j": np.arange(n) * 3}),
+            pd.DataFrame({"l": pd.Series([[1, 2]] * n), "t": pd.Series([(3, "a b")] * n), "k": [7] * n}),
+            pd.DataFrame({"plain": [f"x{i}.png" for i in range(n)]}),
+            pd.DataFrame({"cr": ["a\rb"] * n, "tab": ["a\tb"] * n, "u": ["\u2028é"] * n, "n": [1.5] * n}),
         ]
+        for storage in ("python", "pyarrow"):
+            for na in (pd.NA, np.nan):
+                dtype = pd.StringDtype(storage=storage, na_value=na)
+                out.append(pd.DataFrame({"s": pd.array((["a", None, "b c", 'q"'] * 3)[:n], dtype=dtype),
+                                         "t": pd.array([f"t {i}" for i in range(n)], dtype=dtype)}))
     return out
 
 

@@ -464,6 +464,45 @@ def test_a_worker_that_dies_charges_a_try_only_to_the_mini_batch_in_its_run(tmp_
     assert sorted(line.split()[0] for line in merged(job)) == files
 
 
+QUICK_SCRIPT = """
+import os, time
+
+MARKS = os.environ["MARKS"]
+
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    with open(os.path.join(MARKS, "runs.txt"), "a") as f:
+        f.write(name + "\\n")
+    marker = os.path.join(MARKS, "crashed")
+    if name == "040.txt" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    time.sleep(0.001)  # short: the worker claims and records several mini-batches at a time
+    return [name]
+"""
+
+
+def test_a_worker_that_dies_holding_finished_mini_batches_charges_only_the_one_in_run(tmp_path: Path) -> None:
+    # With a short run() and no writer thread, the worker records finished mini-batches a few at a
+    # time (worker._Held) and claims a few ahead. When it dies, those finished but not yet recorded
+    # go back untouched and run again; only the one in run() is charged (max_retries 2: a second
+    # charge would fail a mini-batch); every row is written once.
+    files = [f"{i:03d}.txt" for i in range(80)]
+    paths = make_job(tmp_path, files, script=QUICK_SCRIPT, mini_batch_size=1, max_retries=2,
+                     environment_variables={layout.ENV_WRITER_DEPTH: "0"})
+    assert run(paths) == 0
+    job = paths["job"]
+    assert os.listdir(job / layout.FAILED_DIR) == []
+    attempts_of = {p.name[:-5]: read_record(str(p))["attempt"] for p in (job / layout.DONE_DIR).iterdir()}
+    assert attempts_of == {layout.mini_batch_id(i): int(i == 40) for i in range(80)}
+    runs = marks(paths, "runs.txt")
+    again = sorted({name for name in runs if runs.count(name) > 1} - {"040.txt"})
+    assert again and all(name < "040.txt" for name in again)  # finished, held, lost with the worker, run again
+    assert sorted(line.split()[0] for line in merged(job)) == files
+    done_rows = [r for r in attempts(job) if r["Status"] == layout.STATUS_DONE]
+    assert sorted(r["Mini-batch Id"] for r in done_rows) == sorted(attempts_of)  # one attempts row each
+
+
 def test_a_failed_result_write_is_never_dropped(tmp_path: Path) -> None:
     # The worker cannot write the third mini-batch's record (its rows pass the first worker's file
     # size limit): it must not go on as if that mini-batch were done. It ends, one try is charged,
