@@ -20,19 +20,34 @@ import csv
 import io
 import sys
 import types
-from dataclasses import dataclass
 from typing import Any
 
 TYPE_ERROR = "The type of return value is not a list or dataframe"
 
 
-@dataclass(frozen=True)
 class Outcome:
-    """The formatted rows (append_row; None when there are none) and the counts of one run()."""
+    """The formatted rows (append_row; None when there are none) and the counts of one run().
 
-    text: str | None
-    succeeded: int
-    warning: str | None = None
+    A DataFrame's rows may be kept as column lists of str, int, float and bool (values nothing can
+    change any more) and joined into text when `text` is first read: the worker reads it when it
+    records the mini-batch, a few at a time with the caches warm, not between two run() calls.
+    """
+
+    __slots__ = ("_text", "_columns", "succeeded", "warning")
+
+    def __init__(self, text: str | None, succeeded: int, warning: str | None = None,
+                 columns: list[list[Any]] | None = None) -> None:
+        self._text, self._columns = text, columns
+        self.succeeded, self.warning = succeeded, warning
+
+    @property
+    def text(self) -> str | None:
+        if self._columns is not None:
+            self._text, self._columns = _render(self._columns), None
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.text!r}, {self.succeeded!r}, {self.warning!r})"
 
 
 def _is_dataframe(value: Any) -> bool:
@@ -67,8 +82,13 @@ def format_append_row(result: Any, inputs: int) -> Outcome:
         succeeded, warning = _count(len(result), inputs)
         return Outcome(text, succeeded, warning)
     if _is_dataframe(result):
-        text = frame_text(result) if len(result) else None
         succeeded, warning = _count(len(result), inputs)
+        if not len(result):
+            return Outcome(None, succeeded, warning)
+        columns = _column_lists(result) if result.shape[1] else None
+        if columns is not None and _settled(columns):
+            return Outcome(None, succeeded, warning, columns)  # joined when recorded
+        text = _render(columns) if columns is not None else frame_text(result)
         return Outcome(text, succeeded, warning)
     raise TypeError(f"{TYPE_ERROR}: run() returned {type(result).__name__}")
 
@@ -83,11 +103,14 @@ def frame_text(df: Any) -> str:
     writes the rows with the same `csv.writer` settings. Any other column type (dates, categories,
     nullable extension types, ...) goes through pandas' to_csv.
     """
-    if df.shape[1] == 0:
-        return df.to_csv(header=None, index=None, sep=" ", lineterminator="\n")
-    columns = _column_lists(df)
+    columns = _column_lists(df) if df.shape[1] else None
     if columns is None:
         return df.to_csv(header=None, index=None, sep=" ", lineterminator="\n")
+    return _render(columns)
+
+
+def _render(columns: list[list[Any]]) -> str:
+    """The rows of `columns` as csv.writer writes them (space-separated, minimal quoting)."""
     text = _plain_text(columns)
     if text is not None:
         return text
@@ -120,6 +143,14 @@ def _plain_text(columns: list[list[Any]]) -> str | None:
 
 
 _NUMBERS = (int, float, bool)
+_SETTLED = frozenset((str, int, float, bool))
+
+
+def _settled(columns: list[list[Any]]) -> bool:
+    """Whether every value is a str, int, float or bool: nothing the scoring code still holds can
+    change the text they make, so it may be made later."""
+    settled = _SETTLED
+    return all(type(v) in settled for column in columns for v in column)
 
 
 def _column_lists(df: Any) -> list[list[Any]] | None:

@@ -426,11 +426,13 @@ class _Held:
                 fn(*args)
 
 
-def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch, data: bytes | None,
+def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch,
                  outcome: output.Outcome, start: float, elapsed: float, process_seconds: float,
                  run_seconds: float) -> None:
     if outcome.warning:
         logs.note(f"mini-batch {batch['id']}: {outcome.warning}")
+    text = outcome.text  # a DataFrame's rows are joined here, off the path between two run() calls
+    data = queue.encode_result(text) if text else None
     queue.complete(job, worker, batch, data, outcome.succeeded,
                    {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)})
     logs.attempt(batch, layout.STATUS_DONE, start=start, elapsed=elapsed, process_seconds=process_seconds,
@@ -489,7 +491,6 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
                 run_seconds = clock() - t0
                 pace.ran(run_seconds)
                 outcome = formatter(result, len(items))
-                data = queue.encode_result(outcome.text) if outcome.text else None
             except BaseException:  # noqa: B036 - whatever run() raises fails this attempt only
                 state[STARTED] = 0.0
                 run_seconds = clock() - t0
@@ -499,7 +500,7 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
                 if held.due(pace.together()):
                     held.flush()
                 continue
-            record(pace.timed, _record_done, job, worker, logs, batch, data, outcome, start, clock() - t0,
+            record(pace.timed, _record_done, job, worker, logs, batch, outcome, start, clock() - t0,
                    cpu() - c0, run_seconds)
             if held.due(pace.together()):
                 held.flush()

@@ -83,3 +83,23 @@ def test_format_append_row_uses_it() -> None:
     got = output.format_append_row(df, 2)
     assert got.text == '"a b.png" 1 0.5\nc.png 2 0.25\n'
     assert got.succeeded == 2
+
+
+@pytest.mark.parametrize("df", frames(), ids=lambda df: ",".join(str(t) for t in df.dtypes))
+def test_format_append_row_gives_the_same_text(df: pd.DataFrame) -> None:
+    assert output.format_append_row(df, len(df)).text == (to_csv(df) if len(df) else None)
+
+
+def test_rows_kept_for_later_are_what_run_returned_whatever_the_script_changes_after() -> None:
+    # The rows of a DataFrame of plain values are joined when the worker records the mini-batch,
+    # after the next run() may have changed the frame (a script reusing one frame): never its text.
+    df = pd.DataFrame({"file": ["a.png", "b.png"], "class": [1, 2], "p": [0.5, 0.25]})
+    kept = output.format_append_row(df, 2)
+    objects = pd.DataFrame({"o": [[1, 2], [3]]})  # mutable values: joined at once
+    now = output.format_append_row(objects, 2)
+    df.loc[0, "file"] = "changed.png"
+    df.loc[:, "p"] = 0.0
+    df["class"] = [7, 7]
+    objects["o"].iloc[0].append(9)
+    assert kept.text == "a.png 1 0.5\nb.png 2 0.25\n"
+    assert now.text == '"[1, 2]"\n[3]\n'
