@@ -158,6 +158,9 @@ class Home:
 # workers always do it themselves between two run() calls, as before: the baseline measured in the
 # same run.
 SEQUENTIAL_ENV = {"BEPBUILD_WRITER_DEPTH": "0"}
+# A worker with a short run() claims and records a few mini-batches at a time (worker._Held); this
+# makes it take and record them one at a time, as before: the baseline of what that buys.
+ONE_AT_A_TIME_ENV = {"BEPBUILD_HOLD_SECONDS": "0"}
 
 
 class DiskLoad:

@@ -3,9 +3,10 @@
 For the process and the docker backend, REPS attached invokes each (interleaved), timed from the
 outside (end to end: CLI start to Completed), and the runtime's steady state from the job's done
 records (see _common.steady_state): ms per mini-batch of run()'s cadence spent outside run() and
-mini-batches per second. Each repetition runs the runtime as it is (finished mini-batches recorded
-by the writer thread, the next one claimed ahead) and, as the baseline in the same run, with
-BEPBUILD_WRITER_DEPTH=0 (the worker does that file work itself between two run() calls). With
+mini-batches per second. Each repetition runs the runtime as it is (with a no-op run(), the worker
+claims and records up to 16 mini-batches at a time) and, as baselines in the same run, with
+BEPBUILD_HOLD_SECONDS=0 (one mini-batch at a time, the runtime before that) and with
+BEPBUILD_WRITER_DEPTH=0 (no writer thread). With
 `--disk-load on|both` the same runs are repeated under a known background disk load
 (bench/_disk_load.py: fsynced writes and file creations on the same disk). The deployment's image is
 the base image's Python alone (no packages), so start costs are the runtime's own.
@@ -28,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
 GOAL_MS = 0.2
-VARIANTS = {"writer": "noop-dpl", "sequential": "noop-seq"}  # deployment of each runtime variant
+VARIANTS = {"runtime": "noop-dpl", "one at a time": "noop-one", "sequential": "noop-seq"}  # deployment of each
+BASE = "one at a time"  # the ratios' baseline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     loadavg: dict[str, str] = {}
     with c.Home("overhead") as h:
         h.deploy(c.noop_deployment(h.root / "seq", workers=1, name=VARIANTS["sequential"], env=c.SEQUENTIAL_ENV))
+        h.deploy(c.noop_deployment(h.root / "one", workers=1, name=VARIANTS[BASE], env=c.ONE_AT_A_TIME_ENV))
         h.deploy(c.noop_deployment(h.root / "noop", workers=1))
         files = c.tiny_files(h.root / "files", args.files)
         disk = c.DiskLoad(h.root)
@@ -76,20 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     for load in loads:
         for b in backends:
             for variant in VARIANTS:
-                key, base = f"{load}|{b}|{variant}", f"{load}|{b}|sequential"
+                key, base = f"{load}|{b}|{variant}", f"{load}|{b}|{BASE}"
                 rows.append([load, b, variant, c.fmt(col(key, "overhead_ms"), 3),
                              f"{med(key, 'overhead_ms') / med(base, 'overhead_ms'):.2f}",
                              c.fmt(col(key, "batches_per_s"), 0), c.fmt(col(key, "wall"), 2),
                              f"{med(key, 'wall') / med(base, 'wall'):.2f}"])
-    print(c.table(["disk", "backend", "runtime", "overhead ms/mini-batch", "x sequential", "steady mini-batches/s",
-                   "end-to-end s", "x sequential"], rows))
+    print(c.table(["disk", "backend", "runtime", "overhead ms/mini-batch", f"x {BASE}", "steady mini-batches/s",
+                   "end-to-end s", f"x {BASE}"], rows))
     for load in loads:
         for b in backends:
-            m = med(f"{load}|{b}|writer", "overhead_ms")
+            m = med(f"{load}|{b}|runtime", "overhead_ms")
             print(f"{load}, {b}: {m:.3f} ms per mini-batch (goal <= {GOAL_MS} ms: {c.verdict(m <= GOAL_MS)})")
     print("overhead = run()'s cadence (first to last start, done records) minus the mean run() time; "
-          "sequential = the same runtime with BEPBUILD_WRITER_DEPTH=0 (the worker writes between two run() "
-          "calls), measured in the same run; end-to-end = the invoke command, CLI start to Completed.")
+          "one at a time = the same runtime with BEPBUILD_HOLD_SECONDS=0 (claims and records one mini-batch at a "
+          "time), sequential = with BEPBUILD_WRITER_DEPTH=0 (no writer thread), both measured in the same run; "
+          "end-to-end = the invoke command, CLI start to Completed.")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1) + "\n")
     return 0

@@ -163,6 +163,7 @@ ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers
 ENV_GPUS = "BEPBUILD_GPUS"  # comma-separated GPU ids of the instance; given round-robin to workers
 ENV_WORKER = "BEPBUILD_WORKER"  # set by the runtime in each worker: its name (<instance>.<n>)
 ENV_WRITER_DEPTH = "BEPBUILD_WRITER_DEPTH"  # "0": a worker writes its results itself, no writer thread (worker.py)
+ENV_HOLD_SECONDS = "BEPBUILD_HOLD_SECONDS"  # "0": a worker claims and records one mini-batch at a time (worker.py)
 ENV_NO_NEW_PRIVILEGES = "BEPBUILD_NO_NEW_PRIVILEGES"  # "1": the supervisor sets no_new_privs itself (Swarm tasks)
 ENV_SWARM_GPUS = "DOCKER_RESOURCE_NVIDIA-GPU"  # Swarm's generic resources given to a task (GPU ids)
 

@@ -83,6 +83,16 @@ def claim_share(spec: WorkerSpec) -> tuple[int, int]:
     return (number * per + spec.index) % count, count
 
 
+def hold_seconds() -> float:
+    """How much run() time of mini-batches a worker claims and records at once (layout.ENV_HOLD_SECONDS;
+    0: one at a time; at most 1 s: a crash loses what is held)."""
+    try:
+        value = float(os.environ.get(layout.ENV_HOLD_SECONDS, HOLD_SECONDS))
+    except ValueError:
+        return HOLD_SECONDS
+    return min(1.0, max(0.0, value)) if value == value else HOLD_SECONDS
+
+
 def writer_depth() -> int:
     """How many calls the writer thread may have waiting (layout.ENV_WRITER_DEPTH; 0: no thread)."""
     try:
@@ -272,8 +282,9 @@ class _Pace:
     BLOCK = 16
     RETRY = 2000
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter, hold: float = HOLD_SECONDS) -> None:
         self.run = self.files = 0.0
+        self.hold = hold
         self.runs = 0  # run() calls timed
         self._clock = clock
         self._last: tuple[float, bool, bool] | None = None  # the mini-batch in progress: start, mode, counted
@@ -325,10 +336,10 @@ class _Pace:
 
     def together(self) -> int:
         """How many mini-batches to claim, and to record, at a time while the worker does its file
-        work itself: as many as HOLD_SECONDS of run() (1 until the warm-up has timed run())."""
+        work itself: as many as `hold` seconds of run() (1 until the warm-up has timed run())."""
         if self.runs < self.WARM_UP:
             return 1
-        return max(1, min(MOST_HELD, int(HOLD_SECONDS / max(self.run + self.files, 1e-6))))
+        return max(1, min(MOST_HELD, int(self.hold / max(self.run + self.files, 1e-6))))
 
     def filed(self, seconds: float) -> None:
         self.files += 0.1 * (seconds - self.files)
@@ -399,8 +410,8 @@ class _Held:
     waits for work, hands work to its writer thread, or stops.
     """
 
-    def __init__(self, logs: reports.WorkerLogs) -> None:
-        self._logs = logs
+    def __init__(self, logs: reports.WorkerLogs, hold: float = HOLD_SECONDS) -> None:
+        self._logs, self._hold = logs, hold
         self._calls: list[tuple[Any, ...]] = []
         self._since = 0.0
 
@@ -411,8 +422,8 @@ class _Held:
         self._calls.append(call)
 
     def due(self, most: int) -> bool:
-        """Whether the held calls are to be written now: `most` of them, or held HOLD_SECONDS."""
-        return bool(self._calls) and (len(self._calls) >= most or time.perf_counter() - self._since >= HOLD_SECONDS)
+        """Whether the held calls are to be written now: `most` of them, or held `hold` seconds."""
+        return bool(self._calls) and (len(self._calls) >= most or time.perf_counter() - self._since >= self._hold)
 
     def flush(self) -> None:
         """Run the held calls in order (a failure leaves the rest unwritten: their claims go back)."""
@@ -458,9 +469,10 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     # Started after init(): init() may fork pools, which is safest in a process with one thread.
     depth = writer_depth()
     writer = Writer(depth) if depth else None
-    pace = _Pace()
+    hold = hold_seconds()
+    pace = _Pace(hold=hold)
     ahead = _Ahead(claimer, writer, pace)
-    held = _Held(logs)
+    held = _Held(logs, hold)
     overlap = False  # the mode of the mini-batch before (the writer thread claims and records one at a time)
     try:
         # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).

@@ -127,3 +127,24 @@ def test_lines_another_thread_logs_meanwhile_are_written_at_once(tmp_path: Path)
         assert "from the thread" in node.read_text() and "held" not in node.read_text()
     assert node.read_text().splitlines()[1].endswith("held")
     logs.close()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("0.2", 0.2), ("-3", 0.0), ("inf", 1.0),
+                                                 ("nan", HOLD_SECONDS), ("x", HOLD_SECONDS), (None, HOLD_SECONDS)])
+def test_the_hold_is_a_setting_within_bounds(monkeypatch: pytest.MonkeyPatch, value: str | None,
+                                             expected: float) -> None:
+    if value is None:
+        monkeypatch.delenv(layout.ENV_HOLD_SECONDS, raising=False)
+    else:
+        monkeypatch.setenv(layout.ENV_HOLD_SECONDS, value)
+    assert worker.hold_seconds() == expected
+
+
+def test_no_hold_is_one_mini_batch_at_a_time(tmp_path: Path) -> None:
+    pace = _Pace(hold=0.0)
+    for _ in range(100):
+        pace.ran(0.00001)
+    assert pace.together() == 1
+    held = _Held(reports.WorkerLogs(str(tmp_path), "i0.0"), 0.0)
+    held.add(print, "x")
+    assert held.due(pace.together())
