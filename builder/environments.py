@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -30,6 +32,9 @@ from .specs.conda import CondaFile, split_conda_spec
 
 # Packages only the Azure service needs (data mounting, run history); nothing uses them locally.
 # Canonical names (PEP 503): requirements are compared through `pip_name`.
+PROBE_LABEL = "io.bepbuild.probe"  # the base-image probe's throw-away container
+STALE_PROBE_SECONDS = 600.0  # a probe container not running and this old was left by a process that died
+
 AZURE_ONLY = {"azureml-core", "azureml-dataset-runtime", "azureml-defaults"}
 
 # Conda names whose PyPI twin has another name.
@@ -95,8 +100,10 @@ def probe_base(image: str) -> BaseInfo:
         "[ -n \"$p\" ] && \"$p\" -c 'import platform; print(platform.python_version())' || echo none; "
         "command -v mamba || command -v micromamba || command -v conda || echo none"
     )
+    remove_stale_probes(client)
     out = client.containers.run(
-        img.id, ["sh", "-c", script], remove=True, network_mode="none", entrypoint=[], user="0"
+        img.id, ["sh", "-c", script], remove=True, network_mode="none", entrypoint=[], user="0",
+        labels={PROBE_LABEL: "base-image"},
     ).decode().split()
     python = None if not out or out[0] == "none" else out[0]
     conda = None if len(out) < 2 or out[1] == "none" else out[1]
@@ -104,6 +111,32 @@ def probe_base(image: str) -> BaseInfo:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(info.__dict__))
     return info
+
+
+def remove_stale_probes(client: Any) -> list[str]:
+    """Remove probe containers a bepbuild process left when it (or the engine) died between creating
+    and removing one: labelled PROBE_LABEL, not running, created over STALE_PROBE_SECONDS ago (a probe
+    another process runs now is younger). Returns their ids; the engine's errors are not the deploy's."""
+    removed = []
+    try:
+        found = client.containers.list(all=True, filters={"label": PROBE_LABEL,
+                                                         "status": ["created", "exited", "dead"]})
+    except Exception:  # noqa: BLE001 - clean-up only: the probe itself reports engine trouble
+        return removed
+    now = time.time()
+    for container in found:
+        try:
+            created = datetime.strptime(str(container.attrs.get("Created", ""))[:19], "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            continue
+        if now - created.replace(tzinfo=timezone.utc).timestamp() < STALE_PROBE_SECONDS:
+            continue
+        try:
+            container.remove(force=True)
+            removed.append(container.id)
+        except Exception:  # noqa: BLE001 - gone meanwhile, or the engine is busy: the next probe tries again
+            continue
+    return removed
 
 
 def parse_requirement(requirement: str) -> Requirement | None:

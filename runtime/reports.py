@@ -8,15 +8,13 @@ hot path pays no flush or fsync.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from . import layout
@@ -85,34 +83,10 @@ class WorkerLogs:
         self._csv = open_beneath(os.fspath(job_dir), f"{layout.LOG_ATTEMPTS_DIR}/{worker}.csv", flags)
         if os.fstat(self._csv).st_size == 0:
             os.write(self._csv, _csv_line(layout.PROCESSED_COLUMNS))
-        self._held: dict[int, list[bytes]] | None = None  # lines kept for one write per file (together)
-        self._holder = 0  # the thread whose lines are kept
-
-    def _write(self, fd: int, data: bytes) -> None:
-        held = self._held
-        if held is not None and self._holder == threading.get_ident():
-            held[fd].append(data)
-        else:
-            os.write(fd, data)
-
-    @contextlib.contextmanager
-    def together(self) -> Iterator[None]:
-        """Lines this thread logs inside are written at its end, one write per file (a worker
-        recording several mini-batches at once), also when the block fails. Another thread's lines
-        (the worker's writer thread finishing earlier ones) are written as they come."""
-        self._holder = threading.get_ident()
-        self._held = {self._node: [], self._csv: []}
-        try:
-            yield
-        finally:
-            held, self._held = self._held, None
-            for fd, parts in held.items():
-                if parts:
-                    os.write(fd, b"".join(parts))
 
     def note(self, message: str) -> None:
         """A free-form line in the node log (warnings, worker start and stop)."""
-        self._write(self._node, f"{now_iso()} {self.worker} {message}\n".encode("utf-8", "backslashreplace"))
+        os.write(self._node, f"{now_iso()} {self.worker} {message}\n".encode("utf-8", "backslashreplace"))
 
     def attempt(
         self,
@@ -140,13 +114,13 @@ class WorkerLogs:
         )
         if error_message:
             line += " error=" + error_message.replace("\n", " ")[:300]
-        self._write(self._node, (line + "\n").encode("utf-8", "backslashreplace"))
+        os.write(self._node, (line + "\n").encode("utf-8", "backslashreplace"))
         row = (
             batch.get("id"), picked, self.worker, started, total, succeeded, failed,
             f"{elapsed:.4f}", f"{process_seconds:.4f}", f"{run_seconds:.4f}", status, error_category,
             error_message[:1000], json.dumps({"items": items}),
         )
-        self._write(self._csv, _csv_line(row))
+        os.write(self._csv, _csv_line(row))
 
     def close(self) -> None:
         """Close both descriptors."""

@@ -410,8 +410,8 @@ class _Held:
     waits for work, hands work to its writer thread, or stops.
     """
 
-    def __init__(self, logs: reports.WorkerLogs, hold: float = HOLD_SECONDS) -> None:
-        self._logs, self._hold = logs, hold
+    def __init__(self, hold: float = HOLD_SECONDS) -> None:
+        self._hold = hold
         self._calls: list[tuple[Any, ...]] = []
         self._since = 0.0
 
@@ -428,21 +428,38 @@ class _Held:
     def flush(self) -> None:
         """Run the held calls in order (a failure leaves the rest unwritten: their claims go back)."""
         calls, self._calls = self._calls, []
-        if len(calls) == 1:
-            fn, *args = calls[0]
+        for fn, *args in calls:
             fn(*args)
-            return
-        with self._logs.together():  # their log lines in one write per file
-            for fn, *args in calls:
-                fn(*args)
+
+
+BLAME = "bepbuild_batch"  # set on an exception raised while recording a mini-batch: the one to charge
+
+
+def _blamed(bid: str, fn: Callable[..., None], *args: Any) -> None:
+    """fn(*args), which records mini-batch `bid`, the exception it raises tagged with `bid`: the worker
+    dies of it, and its supervisor charges that mini-batch (a record that can never be written must
+    not be retried for ever), not the one in run() by then."""
+    try:
+        fn(*args)
+    except BaseException as exc:
+        try:
+            setattr(exc, BLAME, bid)
+        except (AttributeError, TypeError):
+            pass
+        raise
 
 
 def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch,
-                 outcome: output.Outcome, start: float, elapsed: float, process_seconds: float,
+                 outcome: output.Outcome, tries: int, start: float, elapsed: float, process_seconds: float,
                  run_seconds: float) -> None:
     if outcome.warning:
         logs.note(f"mini-batch {batch['id']}: {outcome.warning}")
-    text = outcome.text  # a DataFrame's rows are joined here, off the path between two run() calls
+    try:
+        text = outcome.text  # a DataFrame's rows are joined here, off the path between two run() calls
+    except Exception:  # noqa: BLE001 - str() of a value failed (an int past the digits limit, memory): run()'s result
+        summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
+        _record_failure(job, worker, logs, batch, summary, tries, start, elapsed, process_seconds, run_seconds)
+        return
     data = queue.encode_result(text) if text else None
     queue.complete(job, worker, batch, data, outcome.succeeded,
                    {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)})
@@ -472,8 +489,9 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
     hold = hold_seconds()
     pace = _Pace(hold=hold)
     ahead = _Ahead(claimer, writer, pace)
-    held = _Held(logs, hold)
+    held = _Held(hold)
     overlap = False  # the mode of the mini-batch before (the writer thread claims and records one at a time)
+    last = 0.0  # state[BATCH] of the last mini-batch given to run()
     try:
         # Stop when told, or when the supervisor is gone (an orphan must not go on claiming work).
         while not stop.value and os.getppid() == parent:
@@ -485,41 +503,48 @@ def _loop(spec: WorkerSpec, run: Callable[[list[str]], Any], logs: reports.Worke
                 pace.idle()
                 time.sleep(IDLE_POLL_SECONDS)
                 continue
-            overlap = writer is not None and pace.overlap()
+            was, overlap = overlap, writer is not None and pace.overlap()
             if overlap:
                 held.flush()
                 record = writer.submit  # type: ignore[union-attr]
                 if not stop.value:
                     ahead.ask()
             else:
+                if was:
+                    writer.wait()  # type: ignore[union-attr]  # its records first: the logs stay in run() order
                 record = held.add
             start, t0, c0 = wall(), clock(), cpu()
             items = batch["items"]
-            state[BATCH] = float(int(batch["id"]) + 1)
+            last = float(int(batch["id"]) + 1)
+            state[BATCH] = last
             state[STARTED] = time.monotonic()
             try:
                 result = run([prefix + item for item in items])
-                state[STARTED] = 0.0
+                state[STARTED] = state[BATCH] = 0.0  # killed from here on, it was in no run()
                 run_seconds = clock() - t0
                 pace.ran(run_seconds)
                 outcome = formatter(result, len(items))
             except BaseException:  # noqa: B036 - whatever run() raises fails this attempt only
-                state[STARTED] = 0.0
+                state[STARTED] = state[BATCH] = 0.0
                 run_seconds = clock() - t0
                 summary = _traceback_to(job, worker, f"run() failed on mini-batch {batch['id']}:")
-                record(pace.timed, _record_failure, job, worker, logs, batch, summary, tries, start, clock() - t0,
-                       cpu() - c0, run_seconds)
+                record(_blamed, batch["id"], pace.timed, _record_failure, job, worker, logs, batch, summary, tries,
+                       start, clock() - t0, cpu() - c0, run_seconds)
                 if held.due(pace.together()):
                     held.flush()
                 continue
-            record(pace.timed, _record_done, job, worker, logs, batch, outcome, start, clock() - t0,
-                   cpu() - c0, run_seconds)
+            record(_blamed, batch["id"], pace.timed, _record_done, job, worker, logs, batch, outcome, tries, start,
+                   clock() - t0, cpu() - c0, run_seconds)
             if held.due(pace.together()):
                 held.flush()
         held.flush()
         if writer is not None:
             writer.close()  # every finished mini-batch recorded; raises a failure of the thread
-    except BaseException:
+    except BaseException as exc:
+        # Dying of it: the supervisor charges state[BATCH]. A record that failed charges its own
+        # mini-batch; anything else the last one given to run(), as a worker killed in its run().
+        blamed = getattr(exc, BLAME, None)
+        state[BATCH] = float(int(blamed) + 1) if blamed is not None else last
         if writer is not None:
             writer.abort()  # nothing is written after this: the claims may be given back
         raise

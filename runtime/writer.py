@@ -53,6 +53,14 @@ class Writer:
         if self._error is not None:
             raise self._error
 
+    def wait(self) -> None:
+        """Return once every call submitted so far has run; raise the thread's error if one failed."""
+        done = threading.Event()
+        self._put((done.set, (), {}))
+        while not done.wait(_PUT_WAIT):
+            self.check()
+        self.check()
+
     def close(self) -> None:
         """Wait until every submitted call has run; raise the thread's error if one failed."""
         if self._thread.is_alive():

@@ -64,6 +64,7 @@ def run(mini_batch):
             time.sleep(0.1)
         if name.startswith("crashall"):
             os._exit(3)
+        time.sleep(float(os.environ.get("RUN_SECONDS", "0")))
         with open(os.path.join(os.path.dirname(mini_batch[0]), name)) as f:
             f.read()
     env = os.environ
@@ -132,8 +133,9 @@ def merged(job: Path) -> list[str]:
 
 def test_two_instances_score_every_item_exactly_once(tmp_path: Path) -> None:
     files = [f"f{i:03d}.txt" for i in range(47)]
+    # RUN_SECONDS: the job lasts long enough for the second instance's workers to start on a busy machine
     paths = make_job(tmp_path, files, mini_batch_size=4, max_concurrency_per_instance=2,
-                     environment_variables={"MKL_NUM_THREADS": "7"})
+                     environment_variables={"MKL_NUM_THREADS": "7", "RUN_SECONDS": "0.1"})
     env = {layout.ENV_CPUS: "4", layout.ENV_GPUS: "3,5"}
     procs = [start(paths, "i0", **env), start(paths, "i1", **env)]
     for p in procs:
@@ -501,6 +503,79 @@ def test_a_worker_that_dies_holding_finished_mini_batches_charges_only_the_one_i
     assert sorted(line.split()[0] for line in merged(job)) == files
     done_rows = [r for r in attempts(job) if r["Status"] == layout.STATUS_DONE]
     assert sorted(r["Mini-batch Id"] for r in done_rows) == sorted(attempts_of)  # one attempts row each
+
+
+KILLED_IN_FLUSH_SCRIPT = """
+import os, signal, time
+
+MARKS = os.environ["MARKS"]
+_rename = os.rename
+armed = {"on": False, "done": 0}
+
+def rename(src, dst, *args, **kwargs):  # the worker's own renames: SIGKILL it in the middle of a flush
+    out = _rename(src, dst, *args, **kwargs)
+    if armed["on"] and "/done/" in str(dst):
+        armed["done"] += 1
+        if armed["done"] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+os.rename = rename
+calls = [0]
+
+def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
+    calls[0] += 1
+    if calls[0] == 30 and not os.path.exists(os.path.join(MARKS, "armed")):
+        open(os.path.join(MARKS, "armed"), "w").close()
+        armed["on"] = True
+    time.sleep(0.0005)
+    return [name]
+"""
+
+
+def test_a_worker_killed_while_it_records_held_mini_batches_charges_none_of_them(tmp_path: Path) -> None:
+    # SIGKILL (the OOM killer, kill -9) while the worker writes the records it held, after run()
+    # returned: no mini-batch was in run(), so none is charged (max_retries 1: a charge fails it).
+    files = [f"{i:03d}.txt" for i in range(100)]
+    paths = make_job(tmp_path, files, script=KILLED_IN_FLUSH_SCRIPT, mini_batch_size=1, max_retries=1,
+                     environment_variables={layout.ENV_WRITER_DEPTH: "0"})
+    assert run(paths) == 0
+    job = paths["job"]
+    assert (paths["marks"] / "armed").exists()
+    assert os.listdir(job / layout.FAILED_DIR) == []
+    assert [r for r in attempts(job) if r["Status"] != layout.STATUS_DONE] == []  # nobody charged
+    assert sorted(line.split()[0] for line in merged(job)) == files
+    logged = {r["Mini-batch Id"] for r in attempts(job)}
+    assert len(set(os.listdir(job / layout.DONE_DIR)) - {f"{bid}.json" for bid in logged}) <= 1  # the one killed
+
+
+BIG_INT_SCRIPT = """
+import os
+import pandas as pd
+
+def run(mini_batch):
+    names = [os.path.basename(p) for p in mini_batch]
+    big = 10 ** 5000 if names[0] == "051.txt" else 1  # str() of it raises ValueError (Python 3.11's digits limit)
+    return pd.DataFrame({"file": names, "n": [big] * len(names)}, dtype=object)
+"""
+
+
+@pytest.mark.parametrize("runtime_python", ["host"], indirect=True)  # pandas, and the digits limit of 3.11+
+def test_rows_that_cannot_be_made_text_fail_their_own_mini_batch(tmp_path: Path) -> None:
+    # The rows of a plain DataFrame become text when the worker records the mini-batch, after run()
+    # returned: a value whose str() raises must fail that mini-batch, as a run() exception would,
+    # and nothing else.
+    files = [f"{i:03d}.txt" for i in range(80)]
+    paths = make_job(tmp_path, files, script=BIG_INT_SCRIPT, mini_batch_size=1, max_retries=1,
+                     environment_variables={layout.ENV_WRITER_DEPTH: "0"})
+    assert run(paths) == 0
+    job = paths["job"]
+    assert os.listdir(job / layout.FAILED_DIR) == [f"{layout.mini_batch_id(51)}.json"]
+    statuses = {(r["Mini-batch Id"], r["Status"]) for r in attempts(job) if r["Status"] != layout.STATUS_DONE}
+    assert statuses == {(layout.mini_batch_id(51), layout.STATUS_EXCEPTION)}
+    assert sorted(line.split()[0] for line in merged(job)) == [f for f in files if f != "051.txt"]
+    assert "Exceeds the limit" in (job / layout.LOG_USER_ERROR / "i0" / "i0.0.txt").read_text()
 
 
 def test_a_failed_result_write_is_never_dropped(tmp_path: Path) -> None:

@@ -1,11 +1,9 @@
 """A worker whose run() is short does its file work a few mini-batches at a time (worker._Held,
-_Ahead.take(count), WorkerLogs.together): how many, when they are written, and what a failure leaves."""
+_Ahead.take(count)): how many, when they are written, and what a failure leaves."""
 
 from __future__ import annotations
 
-import functools
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -30,33 +28,23 @@ def test_how_many_at_a_time_follows_the_time_of_run() -> None:
     assert paced(2.0, 0.0003, 100).together() == 1
 
 
-def test_held_calls_run_in_order_when_due_and_their_log_lines_go_out_in_one_write(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    logs = reports.WorkerLogs(str(tmp_path), "i0.0")
-    held = _Held(logs)
+def test_held_calls_run_in_order_when_due() -> None:
+    held = _Held()
+    ran: list[int] = []
     assert not held.due(1)
     for i in range(3):
-        held.add(functools.partial(logs.attempt, start=0.0, elapsed=0.1), {"id": f"{i:09d}", "items": [f"f{i}"]},
-                 layout.STATUS_DONE)
-    assert not held.due(4) and held.due(3)
-    writes: list[int] = []
-    real_write = os.write
-    monkeypatch.setattr(reports.os, "write", lambda fd, data: writes.append(fd) or real_write(fd, data))
+        held.add(ran.append, i)
+    assert ran == [] and not held.due(4) and held.due(3)
     held.flush()
-    assert len(writes) == 2  # one per file for three mini-batches
-    node = (tmp_path / layout.LOG_SYS_NODE / "i0" / "i0.0.txt").read_text().splitlines()
-    assert [line.split(" mini-batch ")[1].split()[0] for line in node] == ["000000000", "000000001", "000000002"]
-    rows = (tmp_path / layout.LOG_ATTEMPTS_DIR / "i0.0.csv").read_text().splitlines()
-    assert len(rows) == 4 and rows[3].startswith("000000002,")
-    held.flush()  # nothing held: nothing written
-    assert len(writes) == 2
-    logs.close()
+    assert ran == [0, 1, 2]
+    held.flush()  # nothing held: nothing runs
+    assert ran == [0, 1, 2] and not held.due(1)
 
 
 def test_calls_are_due_once_held_long_enough(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     now = [100.0]
     monkeypatch.setattr(worker.time, "perf_counter", lambda: now[0])
-    held = _Held(reports.WorkerLogs(str(tmp_path), "i0.0"))
+    held = _Held()
     held.add(print, "x")
     now[0] += HOLD_SECONDS / 2
     assert not held.due(MOST_HELD)
@@ -66,7 +54,7 @@ def test_calls_are_due_once_held_long_enough(monkeypatch: pytest.MonkeyPatch, tm
 
 def test_a_failing_call_stops_the_flush_and_the_lines_before_it_are_still_written(tmp_path: Path) -> None:
     logs = reports.WorkerLogs(str(tmp_path), "i0.0")
-    held = _Held(logs)
+    held = _Held()
     ran: list[int] = []
 
     def boom() -> None:
@@ -114,21 +102,6 @@ def test_at_the_end_of_the_queue_take_returns_what_there_is_then_none(tmp_path: 
     assert sorted(b["items"][0] for b in got if b) == ["a", "b", "c"]
 
 
-def test_lines_another_thread_logs_meanwhile_are_written_at_once(tmp_path: Path) -> None:
-    # The writer thread may still be recording earlier mini-batches while the worker records held
-    # ones: its lines must neither wait for nor be lost with the worker's.
-    logs = reports.WorkerLogs(str(tmp_path), "i0.0")
-    node = tmp_path / layout.LOG_SYS_NODE / "i0" / "i0.0.txt"
-    with logs.together():
-        logs.note("held")
-        thread = threading.Thread(target=logs.note, args=("from the thread",))
-        thread.start()
-        thread.join()
-        assert "from the thread" in node.read_text() and "held" not in node.read_text()
-    assert node.read_text().splitlines()[1].endswith("held")
-    logs.close()
-
-
 @pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("0.2", 0.2), ("-3", 0.0), ("inf", 1.0),
                                                  ("nan", HOLD_SECONDS), ("x", HOLD_SECONDS), (None, HOLD_SECONDS)])
 def test_the_hold_is_a_setting_within_bounds(monkeypatch: pytest.MonkeyPatch, value: str | None,
@@ -145,6 +118,6 @@ def test_no_hold_is_one_mini_batch_at_a_time(tmp_path: Path) -> None:
     for _ in range(100):
         pace.ran(0.00001)
     assert pace.together() == 1
-    held = _Held(reports.WorkerLogs(str(tmp_path), "i0.0"), 0.0)
+    held = _Held(0.0)
     held.add(print, "x")
     assert held.due(pace.together())

@@ -142,3 +142,21 @@ def test_an_idle_wait_counts_for_neither_mode() -> None:
             now[0] += 1.0
     assert not any(modes[-10:])
 
+
+
+def test_wait_returns_once_everything_submitted_has_run_and_raises_a_failure() -> None:
+    done: list[int] = []
+    w = Writer(depth=2)
+    for i in range(5):
+        w.submit(lambda i=i: (time.sleep(0.01), done.append(i)))
+    w.wait()
+    assert done == [0, 1, 2, 3, 4]
+
+    def boom() -> None:
+        raise OSError(5, "Input/output error")
+
+    w.submit(boom)
+    with pytest.raises(OSError, match="Input/output"):
+        w.wait()
+    with pytest.raises(OSError):
+        w.close()
