@@ -142,8 +142,8 @@ def _plain_text(columns: list[list[Any]]) -> str | None:
     return "\n".join(map(" ".join, zip(*texts))) + "\n"  # noqa: B905 - equal lengths
 
 
-_NUMBERS = (int, float, bool)
-_SETTLED = frozenset((str, int, float, bool))
+_NUMBERS = frozenset((int, float, bool))
+_SETTLED = _NUMBERS | {str}  # values whose text nothing can change any more
 
 
 def _settled(columns: list[list[Any]]) -> bool:
