@@ -165,9 +165,8 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
     raise AssertionError(f"process {pid} did not die")
 
 
-def growing_claims(job_dir: Path) -> list[tuple[str, str]]:
-    """(worker, mini-batch id) of every record being written right now: a claim under running/ that
-    has grown past its line (complete() writes the counts and the rows after it, then renames it)."""
+def claims(job_dir: Path) -> list[tuple[str, str]]:
+    """(worker, mini-batch id) of every claim under running/ (held, in run(), or growing into its record)."""
     found = []
     running = job_dir / layout.RUNNING_DIR
     for worker in os.listdir(running) if running.exists() else []:
@@ -175,16 +174,65 @@ def growing_claims(job_dir: Path) -> list[tuple[str, str]]:
             names = os.listdir(running / worker)
         except FileNotFoundError:
             continue
-        for n in names:
-            if n.startswith(".") or not n.endswith(".json"):
-                continue
-            try:
-                grown = (running / worker / n).stat().st_size > 4096  # a claim's line is ~60 bytes here
-            except FileNotFoundError:
-                continue
-            if grown:
-                found.append((worker, n[:-len(".json")]))
+        found += [(worker, n[:-len(".json")]) for n in names if n.endswith(".json") and not n.startswith(".")]
     return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it, parents first (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop_in_write(container: int, claim: Path, done: Path) -> bool:
+    """Step an instance (SIGSTOP every process in it, look, SIGCONT) until its claim `claim` has grown
+    into its record and is not yet renamed into `done`: True, with the instance left stopped there.
+    False when the claim went away (recorded or requeued) first. A write lasts milliseconds; looking
+    only while the instance is stopped sees it before, in or after the write, never racing it (a stop
+    that arrives in a write() takes effect when the write returns, so a record is seen whole)."""
+    while True:
+        tree = process_tree(container)  # the supervisor is stopped first: it forks no worker meanwhile
+        signal_all(tree, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while any(proc_state(pid) not in ("T", "t", "Z", "X") for pid in tree):
+            assert time.monotonic() < deadline, "an instance's processes did not stop"
+            time.sleep(0.0005)
+        try:
+            grown = claim.stat().st_size > 4096  # a claim's line is ~60 bytes here
+        except FileNotFoundError:
+            grown = None
+        if grown and not done.exists():
+            return True
+        signal_all(tree, signal.SIGCONT)
+        if grown is None:
+            return False
+        time.sleep(0.002)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -228,28 +276,25 @@ def test_instance_killed_in_init_run_and_result_write(deploy, jobs: list[str], t
     killed += 1
     kills["run"] = bid
 
-    # (c) while writing a big result: its claim is growing into its record, not yet renamed into done/
+    # (c) while writing a big result: its claim has grown into its record, not yet renamed into done/.
+    # The write lasts milliseconds, so the instance holding a big mini-batch's claim is stepped until
+    # it is stopped right there (stop_in_write), then killed.
     big_ids = {layout.mini_batch_id(i) for i, n in enumerate(names) if "big" in n}
-    pids: dict[str, int] = {}
     deadline = time.monotonic() + 120
-    next_refresh = 0.0
     while "write" not in kills:
         assert time.monotonic() < deadline, f"never caught a result being written (kills so far: {kills})"
-        if time.monotonic() > next_refresh:  # restarted instances get new pids
-            pids = {inst: pid for inst in ("instance-0", "instance-1") if (pid := container_pid(name, inst))}
-            next_refresh = time.monotonic() + 0.5
         assert read_job_file(job_dir)["status"] == "Running", f"the job ended first (kills so far: {kills})"
-        for worker, bid in growing_claims(job_dir):
-            inst = layout.instance_of(worker)
-            if bid in big_ids and inst in pids:
-                pid = pids.pop(inst)
-                kill_container(pid)
+        for worker, bid in claims(job_dir):
+            pid = container_pid(name, layout.instance_of(worker)) if bid in big_ids else None
+            claim = job_dir / layout.RUNNING_DIR / worker / f"{bid}.json"
+            if pid and stop_in_write(pid, claim, job_dir / layout.DONE_DIR / f"{bid}.json"):
+                kill_container(pid)  # a stopped process dies at once on SIGKILL: the rename never happens
                 killed += 1
-                wait_gone(pid)  # its processes die when they leave the kernel: check after that
-                if not (job_dir / layout.DONE_DIR / f"{bid}.json").exists():
-                    kills["write"] = bid
+                wait_gone(pid)
+                assert not (job_dir / layout.DONE_DIR / f"{bid}.json").exists()
+                kills["write"] = bid
                 break
-        time.sleep(0.001)
+        time.sleep(0.005)
 
     job = wait_final(job_dir, timeout=240)
     assert job["status"] == "Completed", job
