@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import layout
-from ._fs import open_beneath, open_nofollow
+from ._fs import open_beneath, open_nofollow, write_all
 
 USER_ERROR = "UserError"  # run()/init() raised or ran too long
 SYSTEM_ERROR = "SystemError"  # the worker process was lost
@@ -55,7 +55,7 @@ def append_text(path: str, text: str) -> None:
     """Append `text` to `path` in one write (for the rare lines outside the hot path)."""
     fd = open_append(path)
     try:
-        os.write(fd, text.encode("utf-8", "backslashreplace"))
+        write_all(fd, text.encode("utf-8", "backslashreplace"))
     finally:
         os.close(fd)
 
@@ -82,11 +82,11 @@ class WorkerLogs:
         self._node = open_beneath(os.fspath(job_dir), f"{layout.LOG_SYS_NODE}/{instance}/{worker}.txt", flags)
         self._csv = open_beneath(os.fspath(job_dir), f"{layout.LOG_ATTEMPTS_DIR}/{worker}.csv", flags)
         if os.fstat(self._csv).st_size == 0:
-            os.write(self._csv, _csv_line(layout.PROCESSED_COLUMNS))
+            write_all(self._csv, _csv_line(layout.PROCESSED_COLUMNS))
 
     def note(self, message: str) -> None:
         """A free-form line in the node log (warnings, worker start and stop)."""
-        os.write(self._node, f"{now_iso()} {self.worker} {message}\n".encode("utf-8", "backslashreplace"))
+        write_all(self._node, f"{now_iso()} {self.worker} {message}\n".encode("utf-8", "backslashreplace"))
 
     def attempt(
         self,
@@ -114,13 +114,13 @@ class WorkerLogs:
         )
         if error_message:
             line += " error=" + error_message.replace("\n", " ")[:300]
-        os.write(self._node, (line + "\n").encode("utf-8", "backslashreplace"))
+        write_all(self._node, (line + "\n").encode("utf-8", "backslashreplace"))
         row = (
             batch.get("id"), picked, self.worker, started, total, succeeded, failed,
             f"{elapsed:.4f}", f"{process_seconds:.4f}", f"{run_seconds:.4f}", status, error_category,
             error_message[:1000], json.dumps({"items": items}),
         )
-        os.write(self._csv, _csv_line(row))
+        write_all(self._csv, _csv_line(row))
 
     def close(self) -> None:
         """Close both descriptors."""
