@@ -20,6 +20,7 @@ Job folder::
     <job>/state/merging.json             the coordinator merging the output: its token and the output file
     <job>/state/outcome.json             how the job ended, as its coordinator decided (the host records it)
     <job>/snapshot/{code,model}          process backend: the job's copy of the deployed code and model
+    <job>/work/<instance>/               process backend: its workers' temp folders (the host removes it)
     <job>/inputs/                        http(s) inputs downloaded; a swarm job's inputs copied to the shared path
     <job>/logs/...                       Azure-like logs (see LOG_* below)
     <output dir>/<output_file_name>      merged result; the output dir is AZUREML_BI_OUTPUT_PATH
@@ -47,6 +48,7 @@ HOST_LOCK = "control/host.lock"  # flock held by the host process driving the jo
 OUTPUTS_DIR = "outputs"  # default output dir when no --output-path is given
 INPUTS_DIR = "inputs"  # http(s) inputs downloaded, and a swarm job's inputs copied onto the shared path
 SNAPSHOT_DIR = "snapshot"  # process backend: the job's copy of the deployed code/ and model/
+WORK_DIR = "work"  # process backend: work/<instance>/ holds its workers' temp folders, removed by the host
 LOGS_DIR = "logs"
 # Written by the instances (the runtime user), read by the host as data it does not trust: job.json
 # and control/ stay the host's, so scoring code (which runs as the runtime user) cannot change what
@@ -163,6 +165,7 @@ ENV_CPUS = "BEPBUILD_CPUS"  # CPUs the instance may use; split among its workers
 ENV_GPUS = "BEPBUILD_GPUS"  # comma-separated GPU ids of the instance; given round-robin to workers
 ENV_WORKER = "BEPBUILD_WORKER"  # set by the runtime in each worker: its name (<instance>.<n>)
 ENV_WRITER_DEPTH = "BEPBUILD_WRITER_DEPTH"  # "0": a worker writes its results itself, no writer thread (worker.py)
+ENV_WORK_ROOT = "BEPBUILD_WORK_ROOT"  # where the supervisor makes its workers' temp folders (process backend)
 ENV_HOLD_SECONDS = "BEPBUILD_HOLD_SECONDS"  # "0": a worker claims and records one mini-batch at a time (worker.py)
 ENV_NO_NEW_PRIVILEGES = "BEPBUILD_NO_NEW_PRIVILEGES"  # "1": the supervisor sets no_new_privs itself (Swarm tasks)
 ENV_SWARM_GPUS = "DOCKER_RESOURCE_NVIDIA-GPU"  # Swarm's generic resources given to a task (GPU ids)

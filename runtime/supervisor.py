@@ -146,7 +146,8 @@ class Supervisor:
             slot.state[i] = 0.0
         queue.touch_heartbeat(self.job, slot.name)  # the host must see it alive from the start
         gpu = self.gpus[slot.index % len(self.gpus)] if self.gpus else None
-        slot.extra["workdir"] = make_workdir(self.settings.environment_variables, slot.name)
+        slot.extra["workdir"] = make_workdir(self.settings.environment_variables, slot.name,
+                                             os.environ.get(layout.ENV_WORK_ROOT) or None)
         spec = WorkerSpec(self.job, self.input_dir, self.instance, slot.index, slot.name, self.code_dir,
                           self.script, self.settings, self.threads, gpu, len(self.gpus),
                           workdir=slot.extra["workdir"])

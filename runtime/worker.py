@@ -112,15 +112,17 @@ def thread_env(spec: WorkerSpec) -> dict[str, str]:
     return env
 
 
-def make_workdir(spec_env: dict[str, str], worker: str) -> str | None:
+def make_workdir(spec_env: dict[str, str], worker: str, root: str | None = None) -> str | None:
     """A fresh temp folder for a worker to run in (Azure runs workers in one), in the temp dir the
-    worker will see (the deployment's TMPDIR/TEMP/TMP win); None where none can be made.
+    worker will see (the deployment's TMPDIR/TEMP/TMP win), else in the folder `root`, else in the
+    system's; None where none can be made.
 
     Made and removed by the supervisor, not the worker: a worker that fails init() or crashes
-    never gets to clean up, and the process backend's temp dir is the host's.
+    never gets to clean up. A supervisor killed -9 cannot either: the process backend gives it a
+    `root` in the job folder (layout.ENV_WORK_ROOT), which the host removes when the instance ends.
     """
-    wanted = next((spec_env[k] for k in ("TMPDIR", "TEMP", "TMP") if spec_env.get(k)), None)
-    for folder in ([wanted] if wanted else []) + [None]:
+    first = next((spec_env[k] for k in ("TMPDIR", "TEMP", "TMP") if spec_env.get(k)), None) or root
+    for folder in ([first] if first else []) + [None]:
         try:
             return tempfile.mkdtemp(prefix=f"bepbuild-{worker}-", dir=folder)
         except OSError:  # no writable temp dir (read-only root): the worker stays where it is

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bepbuild_runtime import layout
+from bepbuild_runtime._fs import open_dir_beneath, remove_tree_at
 
 from .. import naming
 from ..errors import EngineError, JobError
@@ -92,9 +93,15 @@ class ProcessBackend:
     def __init__(self) -> None:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._changed = threading.Event()  # set by a waiter thread when an instance exits
+        self._job_dir: Path | None = None
 
     def start(self, plan: InstancePlan, instance: str) -> None:
         env = {**os.environ, **plan.env}
+        # Its workers' temp folders: in the job folder, removed when it ends (a supervisor killed -9
+        # cannot remove them itself), not in the host's temp dir.
+        self._job_dir = plan.job_dir
+        os.close(open_dir_beneath(str(plan.job_dir), f"{layout.WORK_DIR}/{instance}"))
+        env[layout.ENV_WORK_ROOT] = str(plan.job_dir / layout.WORK_DIR / instance)
         env[layout.ENV_MODEL_DIR] = str(plan.model_dir)
         env[layout.ENV_OUTPUT_PATH] = str(plan.output_dir)
         if plan.cpus:
@@ -126,6 +133,7 @@ class ProcessBackend:
             if code is not None:
                 out[name] = code
                 del self.procs[name]
+                self._remove_work(name)
         return out
 
     def running(self) -> list[str]:
@@ -157,6 +165,21 @@ class ProcessBackend:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+        self._remove_work(None)
+
+    def _remove_work(self, instance: str | None) -> None:
+        """Remove work/<instance> (None: all of work/) from the job folder, following no link."""
+        if self._job_dir is None:
+            return
+        try:
+            fd = open_dir_beneath(str(self._job_dir), layout.WORK_DIR if instance else "")
+        except OSError:
+            return
+        try:
+            remove_tree_at(fd, instance or layout.WORK_DIR)
+        finally:
+            os.close(fd)
 
     def alive(self, job: dict[str, Any]) -> bool:
         return bool(_job_process_groups(Path(job["job_dir"])))

@@ -104,6 +104,9 @@ def test_resume_never_adopts_an_output_it_did_not_write(tmp_path: Path) -> None:
 
 NAPPING = ("import os, time\ndef run(mini_batch):\n    time.sleep(0.2)\n"
            "    return [os.path.basename(p) for p in mini_batch]\n")
+# appended to a script that imports os: each worker's init() notes the folder it runs in
+WHERE = ("def init():\n    with open(os.path.join(os.environ['AZUREML_BI_OUTPUT_PATH'], 'where.txt'), 'a') as f:\n"
+         "        f.write(os.getcwd() + '\\n')\n")
 
 
 def _kill_host_after(name: str, inputs: Path, done: int, *extra: str, instances: bool = True) -> Path:
@@ -210,7 +213,7 @@ def test_a_stopped_supervisor_is_killed_after_the_progress_timeout_and_the_job_e
     """kill -STOP of an instance's supervisor: no heartbeat from it any more. Without a watchdog the
     host waits for it forever (the job stays Running); with one it is killed as a dead instance."""
     monkeypatch.setenv(runner.PROGRESS_TIMEOUT_ENV, "3")
-    register(NAPPING, mini_batch_size=1, max_concurrency_per_instance=2)
+    register(NAPPING + WHERE, mini_batch_size=1, max_concurrency_per_instance=2)
     names = make_inputs(tmp_path / "in", 30)
     job_dir = Path(Cli().invoke("--input", str(tmp_path / "in"), "--no-wait", "--job-name", "frozen")["job_dir"])
     pid_file = job_dir / layout.instance_pid_file("instance-0")
@@ -232,6 +235,14 @@ def test_a_stopped_supervisor_is_killed_after_the_progress_timeout_and_the_job_e
     done_rows = Counter(r["Mini-batch Id"] for r in processed_rows(job) if r["Status"] == layout.STATUS_DONE)
     assert len(done_rows) == 30 and max(done_rows.values()) == 1
     assert "No progress update in 3 seconds from instance-0" in (job_dir / layout.LOG_HOST).read_text()
+    # The workers ran in temp folders under the job's work/<instance>/, and the killed supervisor's
+    # were removed with the rest by the host (the supervisor could not: it was killed -9).
+    where = (Path(job["output_dir"]) / "where.txt").read_text().split()
+    assert len(where) >= 2  # its two workers (and any started after the kill)
+    work = (job_dir / layout.WORK_DIR).resolve()
+    assert all(Path(w).parent == work / "instance-0" and Path(w).name.startswith("bepbuild-instance-0.")
+               for w in where), where
+    assert not work.exists()
 
 
 def test_a_host_that_was_paused_itself_kills_no_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
