@@ -289,7 +289,11 @@ def complete(
     try:
         fd = os.open(claim, os.O_WRONLY)
     except OSError:  # gone (requeued meanwhile) or not ours to write (written by the host as another user)
+        # Given back meanwhile (we were presumed dead), perhaps with our folder: the record is written
+        # whole. Requeued, its retry is then dropped (Claimer.claim); failed after its last try, this
+        # done record outweighs the failed one (progress.ProgressReader): the rows are not lost.
         claimed = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)}
+        os.makedirs(folder, exist_ok=True)
         write_atomic(done, record.whole(claimed, stats, rows), folder)
         unlink_quiet(claim)
         return

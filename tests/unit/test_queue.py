@@ -183,6 +183,34 @@ def test_claimer_drops_a_retried_batch_that_is_already_done(tmp_path: Path) -> N
     assert queue.is_drained(job)
 
 
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_batch_failed_for_a_worker_presumed_dead_that_finished_it_counts_done_once(
+    tmp_path: Path, read_between: bool,
+) -> None:
+    """Its last try given up (failed/ written), the worker presumed dead finishes it anyway (done/
+    written): the done record wins. Its rows are merged, it counts done once and its items are not
+    failed, whether a reader saw the failed record before the done one appeared or not."""
+    job = _job(tmp_path, 4, 2, max_retries=1)
+    reader = queue.ProgressReader(job)
+    slow = queue.Claimer(job, "slow.0")
+    batch = slow.claim()
+    assert queue.requeue_worker(job, "slow.0", "stale heartbeat") == {"000000000": "failed"}
+    if read_between:
+        got = reader.read()
+        assert (got.done, got.failed, got.items_failed) == (0, 1, 2)
+    queue.complete(job, "slow.0", batch, "a\nb\n", 2)  # its folder is gone: the record is written whole
+    assert (job / layout.FAILED_DIR / "000000000.json").exists() and (job / layout.DONE_DIR / "000000000.json").exists()
+    other = queue.Claimer(job, "other.0")
+    while (b := other.claim()) is not None:
+        queue.complete(job, "other.0", b, "".join(f"{i}\n" for i in b["items"]), 2)
+    for counts in (reader.read(), queue.ProgressReader(job).read()):
+        assert counts == queue.QueueCounts(2, 0, 0, 2, 0, 4, 0)
+    assert queue.is_drained(job)
+    out = tmp_path / "out" / "predictions.csv"
+    assert queue.merge_results(job, out) == 2
+    assert out.read_text().splitlines() == ["a", "b", "f00002.png", "f00003.png"]
+
+
 def test_stale_workers_by_heartbeat_age(tmp_path: Path) -> None:
     job = _job(tmp_path, 1, 1)
     queue.touch_heartbeat(job, "fresh.0")
