@@ -101,19 +101,12 @@ class ProgressReader:
         # per folder: names already read, and running sums of their succeeded / failed items
         self._seen: dict[str, set[str]] = {layout.DONE_DIR: set(), layout.FAILED_DIR: set()}
         self._sums: dict[str, list[int]] = {layout.DONE_DIR: [0, 0], layout.FAILED_DIR: [0, 0]}
-        # A mini-batch both done and failed (a worker given up for dead finished it after its last try
-        # was failed): the done record wins, its rows are merged. Failed items of failed records, by
-        # name, and how many failed records (and their failed items) a done record outweighs.
-        self._failed_items: dict[str, int] = {}
-        self._outweighed = [0, 0]
         self._total: int | None = None
         self._lock = threading.Lock()  # a reader may be shared (shared_reader): one read at a time
 
-    def _scan(self, sub: str) -> None:
+    def _scan(self, sub: str) -> tuple[int, int, int]:
         seen, sums = self._seen[sub], self._sums[sub]
         folder = layout.path(self.job_dir, sub)
-        failed = sub == layout.FAILED_DIR
-        other = self._seen[layout.DONE_DIR if failed else layout.FAILED_DIR]
         new = [n for n in set(listdir(folder)).difference(seen) if is_claim(n)]
         for name in new:
             got = _record_counts(folder + "/" + name)
@@ -122,11 +115,7 @@ class ProgressReader:
             seen.add(name)
             sums[0] += got[0]
             sums[1] += got[1]
-            if failed:
-                self._failed_items[name] = got[1]
-            if name in other:  # done and failed: the failed record does not count
-                self._outweighed[0] += 1
-                self._outweighed[1] += self._failed_items[name]
+        return len(seen), sums[0], sums[1]
 
     def read(self, exact: bool = False) -> QueueCounts:
         """The current counts (reads only the records that appeared since the last call); `exact`
@@ -141,7 +130,7 @@ class ProgressReader:
         running_dir = layout.path(self.job_dir, layout.RUNNING_DIR)
         running = sum(1 for w in listdir(running_dir)
                       for n in listdir(os.path.join(running_dir, w)) if is_claim(n))
-        finished = len(self._seen[layout.DONE_DIR]) + len(self._seen[layout.FAILED_DIR]) - self._outweighed[0]
+        finished = len(self._seen[layout.DONE_DIR]) + len(self._seen[layout.FAILED_DIR])
         now = time.monotonic()
         # With nothing claimed, the queue may be drained or stopping: a last read is always exact.
         due = exact or self.budget <= 0 or not running or self._scan_cost <= self.budget * (now - self._scanned_at)
@@ -150,8 +139,7 @@ class ProgressReader:
             self._scan(layout.FAILED_DIR)
             self._scanned_at, self._scan_cost = now, time.monotonic() - now
         done, (ok_done, bad_done) = len(self._seen[layout.DONE_DIR]), self._sums[layout.DONE_DIR]
-        failed = len(self._seen[layout.FAILED_DIR]) - self._outweighed[0]
-        bad_failed = self._sums[layout.FAILED_DIR][1] - self._outweighed[1]
+        failed, bad_failed = len(self._seen[layout.FAILED_DIR]), self._sums[layout.FAILED_DIR][1]
         if total is None:
             pending = sum(1 for n in listdir(layout.path(self.job_dir, layout.PENDING_DIR)) if is_claim(n))
         else:  # every mini-batch is in exactly one place (each move is a rename)

@@ -262,6 +262,7 @@ def complete(
     result_text: str | bytes | None,
     succeeded: int,
     timings: dict[str, Any] | None = None,
+    _again: bool = True,
 ) -> None:
     """Record a finished mini-batch: its claim file grows into its done record (record.py), rows
     included, and is renamed to done/<id>.json.
@@ -288,12 +289,16 @@ def complete(
     # record.py), requeued like any other, and done/ only ever sees whole records.
     try:
         fd = os.open(claim, os.O_WRONLY)
-    except OSError:  # gone (requeued meanwhile) or not ours to write (written by the host as another user)
-        # Given back meanwhile (we were presumed dead), perhaps with our folder: the record is written
-        # whole. Requeued, its retry is then dropped (Claimer.claim); failed after its last try, this
-        # done record outweighs the failed one (progress.ProgressReader): the rows are not lost.
+    except FileNotFoundError:
+        # Given back meanwhile: we were given up for dead and our folder taken. The mini-batch is ours
+        # again only if we claim it back from pending/ (requeued, and nobody claimed it since). Else
+        # whoever holds it now records it, or it failed after its last try: ours is dropped. Only the
+        # holder of a mini-batch's one claim file writes its done or failed record, never both.
+        if _again and _claim_back(job, folder, bid):
+            complete(job, worker, batch, rows, succeeded, timings, _again=False)
+        return
+    except OSError:  # not ours to write (a claim the host gave back as another user): we hold it still
         claimed = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)}
-        os.makedirs(folder, exist_ok=True)
         write_atomic(done, record.whole(claimed, stats, rows), folder)
         unlink_quiet(claim)
         return
@@ -313,6 +318,17 @@ def complete(
         os.rename(claim, done)
     except FileNotFoundError:
         pass  # requeued while we wrote (we were presumed dead): the retry records it again
+
+
+def _claim_back(job: str, folder: str, bid: str) -> bool:
+    """Claim mini-batch `bid` from pending/ into `folder` (made when missing); True when we hold it."""
+    os.makedirs(folder, exist_ok=True)
+    dst = folder + "/" + bid + JSON
+    try:
+        os.rename(layout.path(job, layout.PENDING_DIR, bid + JSON), dst)
+    except FileNotFoundError:
+        return False
+    return _claim_line(dst, folder) is not None
 
 
 def touch_heartbeat(job_dir: str | os.PathLike[str], worker: str) -> None:

@@ -118,10 +118,9 @@ def _listing_counts(job_dir: Path) -> tuple[int | None, int, int, int, int]:
     """(total, pending, running, done, failed) from the folder listings alone (no record read)."""
     running = job_dir / layout.RUNNING_DIR
     workers = os.listdir(running) if running.is_dir() else []
-    done = _names(job_dir / layout.DONE_DIR)
-    failed = set(_names(job_dir / layout.FAILED_DIR)).difference(done)  # a done record outweighs a failed one
     return (queue.total_count(job_dir), len(_names(job_dir / layout.PENDING_DIR)),
-            sum(len(_names(running / w)) for w in workers), len(done), len(failed))
+            sum(len(_names(running / w)) for w in workers), len(_names(job_dir / layout.DONE_DIR)),
+            len(_names(job_dir / layout.FAILED_DIR)))
 
 
 _LIVE: OrderedDict[Path, _Live] = OrderedDict()

@@ -110,14 +110,3 @@ def test_output_pages_split_as_azure_reads_them(tmp_path: Path) -> None:
     assert len(last.rows) == 21
     mlflow = outputs.predictions_page({**job, "scoring_script": "mlflow_driver.py"}, 0)
     assert mlflow is not None and mlflow.rows[0] == ['img-0.png 0 "a b"']  # commas for the MLflow driver
-
-
-def test_the_listing_counts_a_batch_done_and_failed_as_done(tmp_path: Path) -> None:
-    """A worker presumed dead finished a mini-batch whose last try was failed meanwhile: done wins."""
-    job = tmp_path / "job"
-    queue.write_queue(job, ["a.png", "b.png"], 1)
-    for folder in (layout.DONE_DIR, layout.FAILED_DIR):
-        (job / folder / "000000000.json").write_text('{"id":"000000000","items":["a.png"],"attempt":0}\n')
-    (job / layout.PENDING_DIR / "000000001.json").rename(job / layout.FAILED_DIR / "000000001.json")
-    (job / layout.PENDING_DIR / "000000000.json").unlink()
-    assert jobview._listing_counts(job) == (2, 0, 0, 1, 1)
