@@ -263,9 +263,10 @@ def complete(
     succeeded: int,
     timings: dict[str, Any] | None = None,
     _again: bool = True,
-) -> None:
+) -> bool:
     """Record a finished mini-batch: its claim file grows into its done record (record.py), rows
-    included, and is renamed to done/<id>.json.
+    included, and is renamed to done/<id>.json. False when it was not ours to record any more (we
+    were given up for dead: another worker records it, or it failed).
 
     `result_text` is the rows as text, or already encoded by `encode_result`; `succeeded` is the
     number of successful items (failed = len(items) - succeeded); `timings` is merged into the
@@ -294,14 +295,13 @@ def complete(
         # again only if we claim it back from pending/ (requeued, and nobody claimed it since). Else
         # whoever holds it now records it, or it failed after its last try: ours is dropped. Only the
         # holder of a mini-batch's one claim file writes its done or failed record, never both.
-        if _again and _claim_back(job, folder, bid):
-            complete(job, worker, batch, rows, succeeded, timings, _again=False)
-        return
+        return _again and _claim_back(job, folder, bid) and complete(job, worker, batch, rows, succeeded,
+                                                                     timings, _again=False)
     except OSError:  # not ours to write (a claim the host gave back as another user): we hold it still
         claimed = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)}
         write_atomic(done, record.whole(claimed, stats, rows), folder)
         unlink_quiet(claim)
-        return
+        return True
     try:
         size = os.fstat(fd).st_size  # the claim: one line (Claimer cut off what a killed writer added)
         try:
@@ -317,7 +317,8 @@ def complete(
     try:
         os.rename(claim, done)
     except FileNotFoundError:
-        pass  # requeued while we wrote (we were presumed dead): the retry records it again
+        return False  # given back while we wrote (we were given up for dead): its next holder records it
+    return True
 
 
 def _claim_back(job: str, folder: str, bid: str) -> bool:

@@ -114,15 +114,15 @@ def thread_env(spec: WorkerSpec) -> dict[str, str]:
 
 def make_workdir(spec_env: dict[str, str], worker: str, root: str | None = None) -> str | None:
     """A fresh temp folder for a worker to run in (Azure runs workers in one), in the temp dir the
-    worker will see (the deployment's TMPDIR/TEMP/TMP win), else in the folder `root`, else in the
-    system's; None where none can be made.
+    worker will see (the deployment's TMPDIR/TEMP/TMP win: a supervisor killed -9 leaves it there),
+    else in the folder `root`, else in the system's; None where none can be made.
 
     Made and removed by the supervisor, not the worker: a worker that fails init() or crashes
     never gets to clean up. A supervisor killed -9 cannot either: the process backend gives it a
     `root` in the job folder (layout.ENV_WORK_ROOT), which the host removes when the instance ends.
     """
-    first = next((spec_env[k] for k in ("TMPDIR", "TEMP", "TMP") if spec_env.get(k)), None) or root
-    for folder in ([first] if first else []) + [None]:
+    wanted = next((spec_env[k] for k in ("TMPDIR", "TEMP", "TMP") if spec_env.get(k)), None)
+    for folder in [f for f in (wanted, root) if f] + [None]:
         try:
             return tempfile.mkdtemp(prefix=f"bepbuild-{worker}-", dir=folder)
         except OSError:  # no writable temp dir (read-only root): the worker stays where it is
@@ -463,8 +463,12 @@ def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.M
         _record_failure(job, worker, logs, batch, summary, tries, start, elapsed, process_seconds, run_seconds)
         return
     data = queue.encode_result(text) if text else None
-    queue.complete(job, worker, batch, data, outcome.succeeded,
-                   {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)})
+    if not queue.complete(job, worker, batch, data, outcome.succeeded,
+                          {"start": start, "elapsed": round(elapsed, 6), "run_seconds": round(run_seconds, 6)}):
+        # Given up for dead meanwhile: whoever took our claim logged this try as lost
+        logs.note(f"mini-batch {batch['id']}: finished after it was given back (this worker was given up for "
+                  "dead); another try records it, or it failed")
+        return
     logs.attempt(batch, layout.STATUS_DONE, start=start, elapsed=elapsed, process_seconds=process_seconds,
                  run_seconds=run_seconds, succeeded=outcome.succeeded)
 

@@ -100,8 +100,8 @@ class ProcessBackend:
         # Its workers' temp folders: in the job folder, removed when it ends (a supervisor killed -9
         # cannot remove them itself), not in the host's temp dir.
         self._job_dir = plan.job_dir
-        os.close(open_dir_beneath(str(plan.job_dir), f"{layout.WORK_DIR}/{instance}"))
-        env[layout.ENV_WORK_ROOT] = str(plan.job_dir / layout.WORK_DIR / instance)
+        if self._make_work(instance):
+            env[layout.ENV_WORK_ROOT] = str(plan.job_dir / layout.WORK_DIR / instance)
         env[layout.ENV_MODEL_DIR] = str(plan.model_dir)
         env[layout.ENV_OUTPUT_PATH] = str(plan.output_dir)
         if plan.cpus:
@@ -168,14 +168,36 @@ class ProcessBackend:
                 proc.wait()
         self._remove_work(None)
 
+    def _make_work(self, instance: str) -> bool:
+        """Make work/<instance> in the job folder (work/ is the host's: anything else found in its place,
+        a file or a link the scoring code left, is removed); False when it cannot be made."""
+        for clear in (instance, None, False):  # a file at work/<instance>, then at work/
+            try:
+                os.close(open_dir_beneath(str(self._job_dir), f"{layout.WORK_DIR}/{instance}"))
+                return True
+            except NotADirectoryError:
+                if clear is not False:
+                    self._remove_work(clear)
+            except OSError:
+                break
+        return False
+
     def _remove_work(self, instance: str | None) -> None:
-        """Remove work/<instance> (None: all of work/) from the job folder, following no link."""
+        """Remove work/<instance> (None: all of work/) from the job folder, following no link and
+        making nothing."""
         if self._job_dir is None:
             return
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = open_dir_beneath(str(self._job_dir), layout.WORK_DIR if instance else "")
+            fd = os.open(self._job_dir, flags)
+            if instance:
+                try:
+                    work = os.open(layout.WORK_DIR, flags, dir_fd=fd)
+                finally:
+                    os.close(fd)
+                fd = work
         except OSError:
-            return
+            return  # missing, or not a folder: nothing of ours to remove below it
         try:
             remove_tree_at(fd, instance or layout.WORK_DIR)
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bepbuild_runtime import layout
+from bepbuild_runtime._fs import write_all
 
 from .hostlock import open_in_job, open_nofollow
 
@@ -110,7 +111,7 @@ def note(job_dir: Path, message: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     fd = open_in_job(job_dir, layout.LOG_HOST, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        os.write(fd, f"{stamp} host {os.getpid()}: {message}\n".encode("utf-8", "backslashreplace"))
+        write_all(fd, f"{stamp} host {os.getpid()}: {message}\n".encode("utf-8", "backslashreplace"))
     finally:
         os.close(fd)
 

@@ -216,13 +216,17 @@ def stop_in_write(container: int, claim: Path, done: Path) -> bool:
     False when the claim went away (recorded or requeued) first. A write lasts milliseconds; looking
     only while the instance is stopped sees it before, in or after the write, never racing it (a stop
     that arrives in a write() takes effect when the write returns, so a record is seen whole)."""
+    give_up = time.monotonic() + 120
     while True:
-        tree = process_tree(container)  # the supervisor is stopped first: it forks no worker meanwhile
-        signal_all(tree, signal.SIGSTOP)
-        deadline = time.monotonic() + 10
-        while any(proc_state(pid) not in ("T", "t", "Z", "X") for pid in tree):
-            assert time.monotonic() < deadline, "an instance's processes did not stop"
-            time.sleep(0.0005)
+        assert time.monotonic() < give_up, "never stopped the instance in a result's write"
+        tree: list[int] = []
+        while new := [pid for pid in process_tree(container) if pid not in tree]:  # until none was forked meanwhile
+            signal_all(new, signal.SIGSTOP)  # parents first: a stopped supervisor forks no worker
+            tree += new
+            deadline = time.monotonic() + 10
+            while any(proc_state(pid) not in ("T", "t", "Z", "X") for pid in tree):
+                assert time.monotonic() < deadline, "an instance's processes did not stop"
+                time.sleep(0.0005)
         try:
             grown = claim.stat().st_size > 4096  # a claim's line is ~60 bytes here
         except FileNotFoundError:

@@ -187,7 +187,7 @@ def test_a_worker_given_up_for_dead_claims_its_requeued_batch_back_to_record_it(
     batch = slow.claim()
     # slow.0's heartbeat expired: its folder was taken and its claim requeued; then it finished anyway
     assert queue.requeue_worker(job, "slow.0", "stale heartbeat") == {"000000000": "requeued"}
-    queue.complete(job, "slow.0", batch, "a\n", 1)
+    assert queue.complete(job, "slow.0", batch, "a\n", 1)
     assert _names(job / layout.DONE_DIR) == ["000000000.json"]
     assert _names(job / layout.RUNNING_DIR / "slow.0") == []
     other = queue.Claimer(job, "other.0")
@@ -204,7 +204,7 @@ def test_a_worker_given_up_for_dead_records_nothing_it_no_longer_holds(tmp_path:
     queue.requeue_worker(job, "slow.0", "stale heartbeat")
     other = queue.Claimer(job, "other.0")
     retry = other.claim() if max_retries > 1 else None
-    queue.complete(job, "slow.0", batch, "late\n", 1)
+    assert not queue.complete(job, "slow.0", batch, "late\n", 1)
     assert _names(job / layout.DONE_DIR) == []
     if retry is None:
         assert _names(job / layout.FAILED_DIR) == ["000000000.json"]
