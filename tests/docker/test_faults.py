@@ -210,23 +210,32 @@ def signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
+def stop_instance(container: int, known: list[int]) -> list[int]:
+    """SIGSTOP the processes `known` at once, then any other process of the instance (one forked
+    meanwhile), until every one is stopped; return them all."""
+    tree: list[int] = []
+    new = known or process_tree(container)
+    while new:
+        signal_all(new, signal.SIGSTOP)  # parents first: a stopped supervisor forks no worker
+        tree += new
+        deadline = time.monotonic() + 10
+        while any(proc_state(pid) not in ("T", "t", "Z", "X") for pid in tree):
+            assert time.monotonic() < deadline, "an instance's processes did not stop"
+            time.sleep(0.0002)
+        new = [pid for pid in process_tree(container) if pid not in tree]
+    return tree
+
+
 def stop_in_write(container: int, claim: Path, done: Path) -> bool:
-    """Step an instance (SIGSTOP every process in it, look, SIGCONT) until its claim `claim` has grown
-    into its record and is not yet renamed into `done`: True, with the instance left stopped there.
-    False when the claim went away (recorded or requeued) first. A write lasts milliseconds; looking
-    only while the instance is stopped sees it before, in or after the write, never racing it (a stop
-    that arrives in a write() takes effect when the write returns, so a record is seen whole)."""
+    """Step an instance (SIGSTOP every process in it, look, SIGCONT for 0.2 ms) until its claim `claim`
+    has grown into its record and is not yet renamed into `done`: True, with the instance left stopped
+    there. False when the claim went away (recorded or requeued) first. Looking only while the
+    instance is stopped never races the write; a stop that arrives in the write() (megabytes: longer
+    than a step) takes effect when it returns, before the rename."""
     give_up = time.monotonic() + 120
+    tree = stop_instance(container, [])
     while True:
         assert time.monotonic() < give_up, "never stopped the instance in a result's write"
-        tree: list[int] = []
-        while new := [pid for pid in process_tree(container) if pid not in tree]:  # until none was forked meanwhile
-            signal_all(new, signal.SIGSTOP)  # parents first: a stopped supervisor forks no worker
-            tree += new
-            deadline = time.monotonic() + 10
-            while any(proc_state(pid) not in ("T", "t", "Z", "X") for pid in tree):
-                assert time.monotonic() < deadline, "an instance's processes did not stop"
-                time.sleep(0.0005)
         try:
             grown = claim.stat().st_size > 4096  # a claim's line is ~60 bytes here
         except FileNotFoundError:
@@ -236,7 +245,8 @@ def stop_in_write(container: int, claim: Path, done: Path) -> bool:
         signal_all(tree, signal.SIGCONT)
         if grown is None:
             return False
-        time.sleep(0.002)
+        time.sleep(0.0002)
+        tree = stop_instance(container, tree)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
