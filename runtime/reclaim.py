@@ -166,6 +166,10 @@ def _fail_at(dirs: _Folders, folder: int, worker: str, batch: MiniBatch, error: 
     if not layout.is_mini_batch_id(bid):
         raise ValueError(f"not a mini-batch id: {bid!r}")
     name = bid + JSON
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False  # not held here any more (given back meanwhile): its next holder decides, not us
     if _is_done(dirs, name):
         _unlink_at(folder, name)  # finished elsewhere already: this try does not count
         return False
@@ -197,7 +201,8 @@ def fail_attempt(
 
     A batch is tried at most `max_retries` times (at least once); after the last try it goes to
     failed/<id>.json with the error, and all its items count as failed. FileNotFoundError when the
-    worker's folder is gone (its claims were given back meanwhile).
+    worker's folder is gone (its claims were given back meanwhile); False, and nothing written, when
+    the folder holds the claim no more.
     """
     with _Folders(job_dir) as dirs:
         folder = dirs.worker(worker)

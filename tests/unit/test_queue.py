@@ -219,6 +219,21 @@ def test_a_worker_given_up_for_dead_records_nothing_it_no_longer_holds(tmp_path:
     assert out.read_text() == ("b\n" if retry is None else "retried\nb\n")
 
 
+def test_a_worker_given_up_for_dead_whose_run_fails_writes_no_record_for_it(tmp_path: Path) -> None:
+    """Its claim requeued meanwhile, its run() then raises on what was its last try: the retry in
+    pending/ decides, no failed record is written next to it (it would be failed and then done)."""
+    job = _job(tmp_path, 1, 1, max_retries=1)
+    batch = queue.Claimer(job, "slow.0").claim()
+    assert queue.requeue_worker(job, "slow.0", "stale heartbeat", max_retries=2) == {"000000000": "requeued"}
+    os.makedirs(job / layout.RUNNING_DIR / "slow.0")  # its folder made again (its heartbeat, its next claim)
+    assert not queue.fail_attempt(job, "slow.0", batch, "ValueError", max_retries=1)
+    assert _names(job / layout.FAILED_DIR) == []
+    retry = queue.Claimer(job, "other.0").claim()
+    assert retry["attempt"] == 1
+    assert queue.complete(job, "other.0", retry, "row\n", 1)
+    assert queue.ProgressReader(job).read() == queue.QueueCounts(1, 0, 0, 1, 0, 1, 0)
+
+
 def test_stale_workers_by_heartbeat_age(tmp_path: Path) -> None:
     job = _job(tmp_path, 1, 1)
     queue.touch_heartbeat(job, "fresh.0")
