@@ -155,11 +155,13 @@ def test_resume_after_a_machine_crash_charges_no_try_to_batches_in_flight(tmp_pa
 INIT_FAILS_ONCE = """
 import os
 
-def init():
+def init():  # the first worker to get here fails, once (two workers may get here at the same time)
     marker = os.path.join(os.environ["AZUREML_BI_OUTPUT_PATH"], "init-failed-once")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        raise RuntimeError("model store not mounted yet")
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    raise RuntimeError("model store not mounted yet")
 
 def run(mini_batch):
     return [os.path.basename(p) for p in mini_batch]
