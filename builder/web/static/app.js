@@ -9,12 +9,15 @@
   const message = document.getElementById("action-message");
   let timer = null;
   let lastTable = 0;
+  let tableAsked = 0;  // the newest table request: an older answer arriving after it is dropped
 
   function loadTable(src) {
     if (!table) { return Promise.resolve(); }
     src = src || table.dataset.src;
     lastTable = Date.now();
+    const asked = ++tableAsked;
     return fetch(src, { headers: headers }).then(function (r) { return r.text(); }).then(function (html) {
+      if (asked !== tableAsked) { return; }
       table.innerHTML = html;
       table.dataset.src = src;
     });
