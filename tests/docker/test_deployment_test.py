@@ -243,8 +243,11 @@ def test_a_stopped_test_leaves_no_container(home: Path, tmp_path: Path, sig: sig
     script = "import time\n\ndef init():\n    time.sleep(120)\n\ndef run(mini_batch):\n    return mini_batch\n"
     folder = write_deployment(tmp_path / "slow", script, endpoint="bt-slow-init")
     inputs = make_inputs(tmp_path / "in", numbered(1))
+    # Started as a shell starts a command in the foreground: SIGINT at its default. A suite run in the
+    # background (SIGINT ignored, as `cmd &` leaves it) would pass its ignore on, and Python keeps it.
     proc = subprocess.Popen([str(BEPBUILD), "test", str(folder / "deployment.yml"), "--input", str(inputs), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: owned_by(proc.pid), "the test container", timeout=600, interval=0.5)
         time.sleep(1)
