@@ -55,6 +55,7 @@ from .progress import ProgressReader, QueueCounts, counts, is_drained, looks_emp
 from .reclaim import (
     claims,
     fail_attempt,
+    record_held,
     release_claims,
     release_instance,
     release_unstarted,
@@ -297,11 +298,9 @@ def complete(
         # holder of a mini-batch's one claim file writes its done or failed record, never both.
         return _again and _claim_back(job, folder, bid) and complete(job, worker, batch, rows, succeeded,
                                                                      timings, _again=False)
-    except OSError:  # not ours to write (a claim the host gave back as another user): we hold it still
+    except OSError:  # not ours to write (a claim the host gave back as another user): we may hold it still
         claimed = {"id": bid, "items": batch["items"], "attempt": batch.get("attempt", 0)}
-        write_atomic(done, record.whole(claimed, stats, rows), folder)
-        unlink_quiet(claim)
-        return True
+        return record_held(job, worker, bid, record.whole(claimed, stats, rows))
     try:
         size = os.fstat(fd).st_size  # the claim: one line (Claimer cut off what a killed writer added)
         try:

@@ -17,6 +17,7 @@ says:
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
@@ -73,6 +74,56 @@ class _Folders:
         self.close()
 
 
+# A worker's folder is flocked by whoever changes its claims: the worker (or its supervisor) failing a try or
+# giving claims back through its own folder, and whoever took the folder from it. A worker given up for dead
+# while alive opened its folder before the take: without the lock both could give the same claim back
+# (two live copies in pending/, a mini-batch done and failed). The lock dies with its holder.
+OWNER_WAIT_SECONDS = 60.0  # how long a worker waits for the taker of its folder (milliseconds, as a rule)
+TAKER_WAIT_SECONDS = 2.0  # how long a taker waits for a worker in the middle of a change (then it tries later)
+
+
+def _lock(folder: int, wait: float) -> bool:
+    """flock `folder` for ourselves within `wait` seconds: False when it stayed held. A file system
+    without locks (some network ones) gives True: the claims are changed unlocked, as before."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        except OSError:
+            return True
+
+
+def _own(dirs: _Folders, worker: str) -> int | None:
+    """A locked descriptor of running/<worker> while it is still the worker's own folder (not taken
+    from it meanwhile); None when it is missing, taken, or stayed locked."""
+    folder = dirs.worker(worker)
+    if folder is None:
+        return None
+    try:
+        if _lock(folder, OWNER_WAIT_SECONDS) and _is_at(dirs, folder, worker):
+            return folder
+    except BaseException:
+        os.close(folder)
+        raise
+    os.close(folder)
+    return None
+
+
+def _is_at(dirs: _Folders, folder: int, name: str) -> bool:
+    """Whether running/<name> is the folder open as `folder`."""
+    try:
+        there = os.stat(name, dir_fd=dirs.fd(layout.RUNNING_DIR), follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(folder)
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
+
+
 def _is_folder_name(name: str) -> bool:
     """A worker's folder (`<instance>.<n>`) or one taken from it; never a path."""
     worker = layout.worker_of_folder(name)
@@ -97,14 +148,19 @@ def _is_done(dirs: _Folders, name: str) -> bool:
 
 
 def _write_at(tmp_fd: int, dst_fd: int, name: str, data: bytes) -> None:
-    """Write `name` in folder `dst_fd` atomically: a temp file in `tmp_fd`, then a rename."""
-    tmp = layout.TMP_PREFIX + name
-    fd = open_at(tmp_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    """Write `name` in folder `dst_fd` atomically: a temp file of our own in `tmp_fd`, then a rename.
+    The temp file is removed when the write fails (a full disk)."""
+    tmp = f"{layout.TMP_PREFIX}{uuid.uuid4().hex[:12]}.{name}"
+    fd = open_at(tmp_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dst_fd)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dst_fd)
+    except BaseException:
+        _unlink_at(tmp_fd, tmp)
+        raise
 
 
 def _claim_of(name: str, raw: bytes) -> MiniBatch | None:
@@ -161,7 +217,9 @@ def _note_ignored(job: str, worker: str, ignored: list[str], logs: WorkerLogs | 
 
 
 def _fail_at(dirs: _Folders, folder: int, worker: str, batch: MiniBatch, error: str, max_retries: int,
-             status: str) -> bool:
+             status: str) -> bool | None:
+    """Count a failed try of `batch`, held in `folder` (locked by the caller): True when it went back
+    to pending/, False when it failed for good, None when it was not ours to count (nothing written)."""
     bid = batch["id"]
     if not layout.is_mini_batch_id(bid):
         raise ValueError(f"not a mini-batch id: {bid!r}")
@@ -169,10 +227,10 @@ def _fail_at(dirs: _Folders, folder: int, worker: str, batch: MiniBatch, error: 
     try:
         os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
-        return False  # not held here any more (given back meanwhile): its next holder decides, not us
+        return None  # not held here any more (given back meanwhile): its next holder decides, not us
     if _is_done(dirs, name):
         _unlink_at(folder, name)  # finished elsewhere already: this try does not count
-        return False
+        return None
     tries = int(batch.get("attempt", 0)) + 1
     if tries < max(1, max_retries):
         again = {"id": bid, "items": batch["items"], "attempt": tries,
@@ -196,20 +254,43 @@ def fail_attempt(
     error: str,
     max_retries: int,
     status: str = layout.STATUS_EXCEPTION,
-) -> bool:
+) -> bool | None:
     """Count a failed try of a batch `worker` claimed; True if it went back to pending.
 
     A batch is tried at most `max_retries` times (at least once); after the last try it goes to
-    failed/<id>.json with the error, and all its items count as failed. FileNotFoundError when the
-    worker's folder is gone (its claims were given back meanwhile); False, and nothing written, when
-    the folder holds the claim no more.
+    failed/<id>.json with the error, and all its items count as failed (False). None, and nothing
+    written, when the claim is not the worker's to count any more: its folder is gone or was taken
+    (the worker was given up for dead; the taker gives the claim back), or holds it no more.
     """
     with _Folders(job_dir) as dirs:
-        folder = dirs.worker(worker)
+        folder = _own(dirs, worker)
         if folder is None:
-            raise FileNotFoundError(errno.ENOENT, "the worker's folder is gone", worker)
+            return None
         try:
             return _fail_at(dirs, folder, worker, batch, error, max_retries, status)
+        finally:
+            os.close(folder)
+
+
+def record_held(job_dir: str | os.PathLike[str], worker: str, bid: str, data: bytes) -> bool:
+    """Write done/<bid>.json whole with `data` and drop the worker's claim of it, while the worker
+    still holds that claim in its own folder (for a claim it cannot grow in place); False, and
+    nothing written, when it holds it no more."""
+    if not layout.is_mini_batch_id(bid):
+        raise ValueError(f"not a mini-batch id: {bid!r}")
+    name = bid + JSON
+    with _Folders(job_dir) as dirs:
+        folder = _own(dirs, worker)
+        if folder is None:
+            return False
+        try:
+            try:
+                os.stat(name, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            _write_at(folder, dirs.fd(layout.DONE_DIR), name, data)
+            _unlink_at(folder, name)
+            return True
         finally:
             os.close(folder)
 
@@ -236,7 +317,12 @@ def _take(dirs: _Folders, name: str) -> tuple[str, int] | None:
     except FileNotFoundError:
         return None
     folder = dirs.worker(taken)
-    return None if folder is None else (taken, folder)
+    if folder is None:
+        return None
+    if not _lock(folder, TAKER_WAIT_SECONDS):
+        os.close(folder)  # a worker stopped in the middle of a change: the folder stays taken, taken again later
+        return None
+    return taken, folder
 
 
 def take_worker(job_dir: str | os.PathLike[str], folder_name: str) -> str | None:
@@ -278,6 +364,8 @@ def _requeue(dirs: _Folders, name: str, reason: str, max_retries: int | None, st
                         outcomes[bid] = "done"
                         continue
                     requeued = _fail_at(dirs, folder, worker, batch, reason, max_retries, status)
+                    if requeued is None:
+                        continue  # gone meanwhile
                     outcomes[bid] = "requeued" if requeued else "failed"
                     logs.attempt(batch, status, start=time.time(), elapsed=0.0,
                                  error_category=SYSTEM_ERROR, error_message=reason)
@@ -363,7 +451,6 @@ def _give_back(dirs: _Folders, folder: int, name: str, batch: MiniBatch) -> bool
     except OSError as e:
         if not is_no_space(e):
             raise
-        _unlink_at(folder, layout.TMP_PREFIX + name)
         try:
             os.rename(name, name, src_dir_fd=folder, dst_dir_fd=dirs.fd(layout.PENDING_DIR))
         except FileNotFoundError:
@@ -385,7 +472,7 @@ def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
     worker itself.
     """
     with _Folders(job_dir) as dirs:
-        folder = dirs.worker(worker)
+        folder = _own(dirs, worker)
         if folder is None:
             return []
         try:
@@ -403,7 +490,7 @@ def release_unstarted(job_dir: str | os.PathLike[str], worker: str, in_run: str 
     record exists is just dropped. Only for a worker known to be gone.
     """
     with _Folders(job_dir) as dirs:
-        folder = dirs.worker(worker)
+        folder = _own(dirs, worker)
         if folder is None:
             return []
         try:

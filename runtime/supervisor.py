@@ -217,8 +217,9 @@ class Supervisor:
         for batch in queue.claims(self.job, slot.name):
             if batch["id"] != bid:
                 continue  # anything else it held goes back untouched in reap()
-            queue.fail_attempt(self.job, slot.name, batch, message, self.settings.max_retries,
-                               layout.STATUS_TIMEOUT)
+            if queue.fail_attempt(self.job, slot.name, batch, message, self.settings.max_retries,
+                                  layout.STATUS_TIMEOUT) is None:
+                continue  # given back meanwhile: whoever took it logged the try
             started = slot.extra.get("started_wall", time.time())
             with reports.WorkerLogs(self.job, slot.name) as logs:
                 logs.attempt(batch, layout.STATUS_TIMEOUT, start=started, elapsed=time.time() - started,

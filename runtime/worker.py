@@ -475,7 +475,11 @@ def _record_done(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.M
 
 def _record_failure(job: str, worker: str, logs: reports.WorkerLogs, batch: queue.MiniBatch, summary: str,
                     tries: int, start: float, elapsed: float, process_seconds: float, run_seconds: float) -> None:
-    queue.fail_attempt(job, worker, batch, summary, tries, layout.STATUS_EXCEPTION)
+    if queue.fail_attempt(job, worker, batch, summary, tries, layout.STATUS_EXCEPTION) is None:
+        # Given up for dead meanwhile: whoever took our claim logged this try as lost
+        logs.note(f"mini-batch {batch['id']}: failed after it was given back (this worker was given up for "
+                  "dead); another try records it, or it failed")
+        return
     logs.attempt(batch, layout.STATUS_EXCEPTION, start=start, elapsed=elapsed, process_seconds=process_seconds,
                  run_seconds=run_seconds, error_category=reports.USER_ERROR, error_message=summary)
 

@@ -124,10 +124,10 @@ def test_a_claim_it_cannot_write_takes_the_old_path(tmp_path: Path, monkeypatch:
     claim = str(job / layout.RUNNING_DIR / "i.0" / "000000000.json")
     real_open = os.open
 
-    def not_owner(path, flags, *a):  # noqa: ANN001
+    def not_owner(path, flags, *a, **kw):  # noqa: ANN001, ANN003
         if str(path) == claim and flags & os.O_WRONLY:
             raise PermissionError(13, "Permission denied", path)
-        return real_open(path, flags, *a)
+        return real_open(path, flags, *a, **kw)
 
     monkeypatch.setattr(os, "open", not_owner)
     queue.complete(job, "i.0", batch, "row\n", 2)
