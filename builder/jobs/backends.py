@@ -207,7 +207,13 @@ class ProcessBackend:
         return bool(_job_process_groups(Path(job["job_dir"])))
 
     def remove_job(self, job: dict[str, Any]) -> int:
-        return stop_job_processes(Path(job["job_dir"]))
+        """Stop the job's instances left by an earlier host, then remove work/ (their temp folders: a
+        host killed before its instances ended, or one that resumed or canceled the job without
+        starting any, leaves them)."""
+        killed = stop_job_processes(Path(job["job_dir"]))
+        self._job_dir = Path(job["job_dir"])
+        self._remove_work(None)
+        return killed
 
 
 class DockerBackend:

@@ -62,3 +62,21 @@ def test_links_and_files_in_the_work_folders_places(tmp_path: Path) -> None:
     backend._remove_work(None)
     (job / layout.WORK_DIR).write_text("a file")  # work/ itself a file
     assert backend._make_work("instance-1") and (job / layout.WORK_DIR / "instance-1").is_dir()
+
+
+def test_work_left_by_an_earlier_host_goes_with_the_job_s_instances(tmp_path: Path) -> None:
+    """A host killed before its instances ended leaves work/: whoever stops what is left of the job (a
+    resume, a cancel, the record of its end, a delete) removes it, and only it."""
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not bepbuild's")
+    earlier = _backend(job)
+    job.mkdir()
+    (job / layout.CONTROL_DIR).mkdir()
+    assert earlier._make_work("instance-0")
+    (job / layout.WORK_DIR / "instance-0" / "bepbuild-instance-0.0-x").mkdir()
+    (job / layout.WORK_DIR / "instance-0" / "bepbuild-instance-0.0-x" / "link").symlink_to(outside)
+    (job / "keep.txt").write_text("the job's")
+    assert ProcessBackend().remove_job({"job_dir": str(job)}) == 0  # a new host: no instance left to stop
+    assert not (job / layout.WORK_DIR).exists()
+    assert (outside / "keep.txt").read_text() == "not bepbuild's" and (job / "keep.txt").exists()
