@@ -220,7 +220,8 @@ class Claimer:
 
 
 def _claim_line(path: str, folder: str) -> bytes | None:
-    """Line 1 of the claim just renamed to `path` (None, and removed, when it is no regular file).
+    """Line 1 of the claim just renamed to `path` (None, and removed, when it is no regular file; None
+    when it is gone already).
 
     A claim that holds more than its line was grown by a worker that died, or was given up for dead,
     before its rename: it is replaced by a fresh file of its line (tmp + rename), so whatever that
@@ -228,6 +229,8 @@ def _claim_line(path: str, folder: str) -> bytes | None:
     try:
         fd = os.open(path, READ_PLANTED)  # os-level: a third of open()'s cost
     except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None  # given back already: our folder was taken right after the rename (given up for dead)
         if e.errno != errno.ELOOP:
             raise
         unlink_quiet(path)

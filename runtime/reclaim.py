@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import stat
+import threading
 import time
 import uuid
 from typing import Any, Dict
@@ -78,8 +79,36 @@ class _Folders:
 # giving claims back through its own folder, and whoever took the folder from it. A worker given up for dead
 # while alive opened its folder before the take: without the lock both could give the same claim back
 # (two live copies in pending/, a mini-batch done and failed). The lock dies with its holder.
-OWNER_WAIT_SECONDS = 60.0  # how long a worker waits for the taker of its folder (milliseconds, as a rule)
+OWNER_WAIT_SECONDS = 5.0  # how long a worker waits for the lock of its own folder (then it acts unlocked)
 TAKER_WAIT_SECONDS = 2.0  # how long a taker waits for a worker in the middle of a change (then it tries later)
+
+# A flock belongs to the open file, and a child forked meanwhile (scoring code forking while the writer
+# thread records: multiprocessing, a data loader) would hold it on with its copy of the descriptor for
+# as long as it lives. The descriptors locked right now are closed in such a child; taking a lock and
+# closing one happen under _HELD_LOCK, which a fork waits for.
+_HELD: set = set()
+_HELD_LOCK = threading.Lock()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)  # the child's copy only: the parent's lock stays with the parent
+        except OSError:
+            pass
+    _HELD.clear()
+    _HELD_LOCK.release()
+
+
+os.register_at_fork(before=_HELD_LOCK.acquire, after_in_parent=_HELD_LOCK.release,
+                    after_in_child=_close_held_in_child)
+
+
+def _close(folder: int) -> None:
+    """Close a folder's descriptor, and with it its lock when it held one."""
+    with _HELD_LOCK:
+        _HELD.discard(folder)
+        os.close(folder)
 
 
 def _lock(folder: int, wait: float) -> bool:
@@ -88,7 +117,9 @@ def _lock(folder: int, wait: float) -> bool:
     deadline = time.monotonic() + wait
     while True:
         try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with _HELD_LOCK:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _HELD.add(folder)
             return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
@@ -100,17 +131,18 @@ def _lock(folder: int, wait: float) -> bool:
 
 def _own(dirs: _Folders, worker: str) -> int | None:
     """A locked descriptor of running/<worker> while it is still the worker's own folder (not taken
-    from it meanwhile); None when it is missing, taken, or stayed locked."""
+    from it meanwhile); None when it is missing or taken."""
     folder = dirs.worker(worker)
     if folder is None:
         return None
     try:
-        if _lock(folder, OWNER_WAIT_SECONDS) and _is_at(dirs, folder, worker):
+        _lock(folder, OWNER_WAIT_SECONDS)  # held for longer only by something stuck: we act all the same
+        if _is_at(dirs, folder, worker):
             return folder
     except BaseException:
-        os.close(folder)
+        _close(folder)
         raise
-    os.close(folder)
+    _close(folder)
     return None
 
 
@@ -269,7 +301,7 @@ def fail_attempt(
         try:
             return _fail_at(dirs, folder, worker, batch, error, max_retries, status)
         finally:
-            os.close(folder)
+            _close(folder)
 
 
 def record_held(job_dir: str | os.PathLike[str], worker: str, bid: str, data: bytes) -> bool:
@@ -292,7 +324,7 @@ def record_held(job_dir: str | os.PathLike[str], worker: str, bid: str, data: by
             _unlink_at(folder, name)
             return True
         finally:
-            os.close(folder)
+            _close(folder)
 
 
 def claims(job_dir: str | os.PathLike[str], worker: str) -> list[MiniBatch]:
@@ -304,7 +336,7 @@ def claims(job_dir: str | os.PathLike[str], worker: str) -> list[MiniBatch]:
         try:
             return _read_claims(folder)[0]
         finally:
-            os.close(folder)
+            _close(folder)
 
 
 def _take(dirs: _Folders, name: str) -> tuple[str, int] | None:
@@ -320,7 +352,7 @@ def _take(dirs: _Folders, name: str) -> tuple[str, int] | None:
     if folder is None:
         return None
     if not _lock(folder, TAKER_WAIT_SECONDS):
-        os.close(folder)  # a worker stopped in the middle of a change: the folder stays taken, taken again later
+        _close(folder)  # a worker stopped in the middle of a change: the folder stays taken, taken again later
         return None
     return taken, folder
 
@@ -337,7 +369,7 @@ def take_worker(job_dir: str | os.PathLike[str], folder_name: str) -> str | None
         took = _take(dirs, folder_name)
         if took is None:
             return None
-        os.close(took[1])
+        _close(took[1])
         return layout.path(job_dir, layout.RUNNING_DIR, took[0])
 
 
@@ -370,7 +402,7 @@ def _requeue(dirs: _Folders, name: str, reason: str, max_retries: int | None, st
                     logs.attempt(batch, status, start=time.time(), elapsed=0.0,
                                  error_category=SYSTEM_ERROR, error_message=reason)
     finally:
-        os.close(folder)
+        _close(folder)
     remove_tree_at(dirs.fd(layout.RUNNING_DIR), taken)
     return outcomes
 
@@ -478,7 +510,7 @@ def release_claims(job_dir: str | os.PathLike[str], worker: str) -> list[str]:
         try:
             released, ignored = _release_at(dirs, folder)
         finally:
-            os.close(folder)
+            _close(folder)
     _note_ignored(os.fspath(job_dir), worker, ignored)
     return released
 
@@ -496,7 +528,7 @@ def release_unstarted(job_dir: str | os.PathLike[str], worker: str, in_run: str 
         try:
             return _release_at(dirs, folder, keep=in_run, sweep=False)[0]
         finally:
-            os.close(folder)
+            _close(folder)
 
 
 def _release(dirs: _Folders, name: str) -> list[str]:
@@ -507,7 +539,7 @@ def _release(dirs: _Folders, name: str) -> list[str]:
     try:
         released, ignored = _release_at(dirs, folder)
     finally:
-        os.close(folder)
+        _close(folder)
     _note_ignored(dirs.job, layout.worker_of_folder(name), ignored)
     remove_tree_at(dirs.fd(layout.RUNNING_DIR), taken)
     return released

@@ -11,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,60 @@ def test_failing_a_try_after_the_folder_is_gone_writes_nothing_and_raises_nothin
     assert os.listdir(job / layout.FAILED_DIR) == []
     w2 = queue.Claimer(job, W2).claim()
     assert w2 is not None and w2["attempt"] == 1
+
+
+def test_a_child_forked_while_a_folder_is_locked_does_not_keep_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring code forking (multiprocessing, a data loader) while the writer thread records: the child's
+    copy of the locked descriptor is closed, so the lock ends with the change, not with the child."""
+    job = _job(tmp_path, 4, 2)
+    claimer = queue.Claimer(job, W)
+    first, second = claimer.claim(), claimer.claim()
+    assert first is not None and second is not None
+    monkeypatch.setattr(reclaim, "TAKER_WAIT_SECONDS", 0.2)
+    real_write = reclaim._write_at
+    child: dict[str, int] = {}
+
+    def write_at(*args):  # noqa: ANN002, ANN202 - a fork while the worker's folder is locked
+        if "pid" not in child:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            child["pid"] = pid
+        return real_write(*args)
+
+    monkeypatch.setattr(reclaim, "_write_at", write_at)
+    try:
+        assert queue.fail_attempt(job, W, first, "ValueError: boom", 3) is True
+        monkeypatch.setattr(reclaim, "_write_at", real_write)
+        assert queue.fail_attempt(job, W, second, "ValueError: boom", 3) is True  # the child is alive
+        third = queue.Claimer(job, W).claim()
+        assert third is not None
+        assert queue.requeue_worker(job, W, "heartbeat expired", 3) == {third["id"]: "requeued"}
+    finally:
+        os.kill(child["pid"], signal.SIGKILL)
+        os.waitpid(child["pid"], 0)
+
+
+def test_a_claim_taken_back_right_after_its_rename_is_no_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = _job(tmp_path)
+    real_line = queue._claim_line
+    taker: dict[str, object] = {}
+
+    def claim_line(path, folder):  # noqa: ANN001, ANN202 - the folder is taken between rename and read
+        if "outcome" not in taker:
+            taker["outcome"] = queue.requeue_worker(job, W, "heartbeat expired", 3)
+        return real_line(path, folder)
+
+    monkeypatch.setattr(queue, "_claim_line", claim_line)
+    claimer = queue.Claimer(job, W)
+    assert claimer.claim() is None  # it was not ours any more: no traceback, nothing held
+    assert taker["outcome"] == {"000000000": "requeued"}
+    queue.touch_heartbeat(job, W)  # its supervisor's next heartbeat makes its folder again
+    again = claimer.claim()
+    assert again is not None and again["attempt"] == 1  # the retry, claimed from pending/
+    assert os.listdir(job / layout.PENDING_DIR) == []
