@@ -179,6 +179,15 @@ def _is_done(dirs: _Folders, name: str) -> bool:
     return True
 
 
+def _holds(folder: int, name: str) -> bool:
+    """Whether `folder` still holds the claim file `name` (not given back meanwhile)."""
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _write_at(tmp_fd: int, dst_fd: int, name: str, data: bytes) -> None:
     """Write `name` in folder `dst_fd` atomically: a temp file of our own in `tmp_fd`, then a rename.
     The temp file is removed when the write fails (a full disk)."""
@@ -256,10 +265,8 @@ def _fail_at(dirs: _Folders, folder: int, worker: str, batch: MiniBatch, error: 
     if not layout.is_mini_batch_id(bid):
         raise ValueError(f"not a mini-batch id: {bid!r}")
     name = bid + JSON
-    try:
-        os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except FileNotFoundError:
-        return None  # not held here any more (given back meanwhile): its next holder decides, not us
+    if not _holds(folder, name):
+        return None  # given back meanwhile: its next holder decides, not us
     if _is_done(dirs, name):
         _unlink_at(folder, name)  # finished elsewhere already: this try does not count
         return None
@@ -316,9 +323,7 @@ def record_held(job_dir: str | os.PathLike[str], worker: str, bid: str, data: by
         if folder is None:
             return False
         try:
-            try:
-                os.stat(name, dir_fd=folder, follow_symlinks=False)
-            except FileNotFoundError:
+            if not _holds(folder, name):
                 return False
             _write_at(folder, dirs.fd(layout.DONE_DIR), name, data)
             _unlink_at(folder, name)
